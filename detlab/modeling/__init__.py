@@ -1,0 +1,18 @@
+"""Models: backbones, necks, heads, losses and meta-architectures, each with a registry."""
+
+from detlab.modeling.backbone.build import BACKBONE_REGISTRY, build_backbone
+from detlab.modeling.heads.build import HEAD_REGISTRY
+from detlab.modeling.losses.size_weights import SIZE_WEIGHT_REGISTRY
+from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model
+from detlab.modeling.neck.build import NECK_REGISTRY, build_neck
+
+__all__ = [
+    "BACKBONE_REGISTRY",
+    "HEAD_REGISTRY",
+    "META_ARCH_REGISTRY",
+    "NECK_REGISTRY",
+    "SIZE_WEIGHT_REGISTRY",
+    "build_backbone",
+    "build_model",
+    "build_neck",
+]

@@ -1,0 +1,28 @@
+"""``META_ARCH_REGISTRY`` and :func:`build_model`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detlab.utils.registry import Registry
+
+__all__ = ["META_ARCH_REGISTRY", "build_model"]
+
+META_ARCH_REGISTRY = Registry(
+    "META_ARCH",
+    doc="""Whole detectors, selected by ``MODEL.META_ARCHITECTURE``.
+
+A registered class is an ``nn.Module`` with ``from_config(cfg) -> dict``. ``forward`` takes a
+list of mapper outputs (``image`` C×H×W float tensor, ``instances`` with ``boxes``/``classes``,
+``height``, ``width``, ``image_id``). In training mode it returns ``dict[str, Tensor]`` of
+named scalar losses; in eval mode a list with one ``{"instances": Instances}`` per image whose
+``boxes`` (XYXY), ``scores`` and ``classes`` are in the original image's pixels.
+""",
+)
+
+
+def build_model(cfg: Any) -> Any:
+    """Build the detector named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``."""
+    cls = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    model = cls(**cls.from_config(cfg))
+    return model.to(cfg.MODEL.DEVICE)

@@ -1,0 +1,1 @@
+"""Small, dependency-light helpers shared by every area (errors, registries, CLI, logging)."""

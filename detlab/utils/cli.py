@@ -1,0 +1,78 @@
+"""The argument parser every ``tools/`` script shares, and the user-error boundary.
+
+Tools are thin: they parse arguments with :func:`default_argument_parser` and hand a function
+to :func:`run_tool`, which turns a :class:`~detlab.utils.errors.UserError` into one line on
+stderr and exit status 2 (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from detlab.utils.errors import UserError
+
+__all__ = ["DetlabArgumentParser", "default_argument_parser", "run_tool"]
+
+EXIT_USER_ERROR = 2
+
+
+class DetlabArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors are one line (status 2), not usage plus error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def default_argument_parser(
+    description: str | None = None, *, config_required: bool = True
+) -> DetlabArgumentParser:
+    """Parser with the options shared by detlab tools, ending in free ``opts`` overrides.
+
+    Overrides come after the options as ``KEY VALUE`` pairs or ``KEY=VALUE`` tokens.
+    """
+    parser = DetlabArgumentParser(
+        description=description,
+        epilog="Config overrides follow the options: SOLVER.BASE_LR 0.001 or SOLVER.BASE_LR=0.001",
+    )
+    parser.add_argument(
+        "--config-file", metavar="FILE", required=config_required, help="path to a config YAML"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="resume from OUTPUT_DIR/last_checkpoint (MODEL.WEIGHTS is then ignored)",
+    )
+    parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS only")
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
+    parser.add_argument("--num-machines", type=int, default=1, help="machines in the job")
+    parser.add_argument("--machine-rank", type=int, default=0, help="this machine's rank")
+    parser.add_argument(
+        "--dist-url",
+        default="auto",
+        help="initialisation URL for multi-machine jobs, e.g. tcp://host:port ('auto' on one)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        metavar="KEY VALUE",
+        help="config overrides: KEY VALUE pairs or KEY=VALUE tokens",
+    )
+    return parser
+
+
+def run_tool(fn: Callable[[], int | None], *, debug: bool = False) -> int:
+    """Run ``fn``; a :class:`UserError` becomes one stderr line and status 2."""
+    try:
+        return int(fn() or 0)
+    except UserError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
