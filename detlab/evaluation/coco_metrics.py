@@ -1,0 +1,291 @@
+"""COCO box AP/AR by object size and by class, on faster-coco-eval or pycocotools (torch-free).
+
+:func:`evaluate_coco` runs the chosen backend's ``evaluate`` + ``accumulate`` with the named
+size buckets as extra area ranges, and reads every number from the accumulated arrays exactly
+as ``COCOeval.summarize`` does (mean over entries > -1), so the 12 standard numbers equal the
+backend's summary. Results are in percent; a number with no ground truth behind it (an empty
+bucket, a class without boxes) is left out rather than reported as -1 or NaN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detlab.evaluation.coco_io import load_gt, load_predictions
+from detlab.utils.errors import UserError
+
+__all__ = [
+    "BACKENDS",
+    "COCO_AREA_RANGES",
+    "CocoMetrics",
+    "bucket_suffixes",
+    "evaluate_coco",
+    "parse_area_ranges",
+]
+
+BACKENDS = ("faster_coco_eval", "pycocotools")
+#: COCO's size buckets in px² (the ``all`` range is added by the evaluation itself).
+COCO_AREA_RANGES: dict[str, tuple[float, float]] = {
+    "small": (0.0, 32.0**2),
+    "medium": (32.0**2, 96.0**2),
+    "large": (96.0**2, 1e5**2),
+}
+_ALL_RANGE = (0.0, 1e5**2)
+_MAX_DETS = (1, 10, 100)
+
+logger = logging.getLogger(__name__)
+
+
+def parse_area_ranges(spec: Any) -> dict[str, tuple[float, float]]:
+    """Named size buckets from a config value or a command-line string.
+
+    Accepts ``"tiny:0:256,small:256:1024"``, a list of ``"name:lo:hi"`` strings, a list of
+    ``[name, lo, hi]`` triples or a ``{name: [lo, hi]}`` mapping; ``hi`` may be ``inf``.
+    Areas are px². An empty value means COCO's small/medium/large.
+    """
+    if spec is None or (isinstance(spec, (str, list, tuple, Mapping)) and len(spec) == 0):
+        return dict(COCO_AREA_RANGES)
+    items: list[tuple[Any, Any, Any]] = []
+    if isinstance(spec, Mapping):
+        for name, rng in spec.items():
+            if not isinstance(rng, (list, tuple)) or len(rng) != 2:
+                raise UserError(f"Area range '{name}' must be [min_area, max_area], got {rng!r}.")
+            items.append((name, rng[0], rng[1]))
+    else:
+        parts = spec.split(",") if isinstance(spec, str) else list(spec)
+        for part in parts:
+            fields = part.split(":") if isinstance(part, str) else list(part)
+            if len(fields) != 3:
+                raise UserError(
+                    f"Area range {part!r} must be NAME:MIN:MAX in px² (e.g. tiny:0:256)."
+                )
+            items.append(tuple(fields))  # type: ignore[arg-type]
+    out: dict[str, tuple[float, float]] = {}
+    for name, lo, hi in items:
+        name = str(name).strip()
+        try:
+            lo_f = float(lo)
+            hi_f = min(float(hi), _ALL_RANGE[1])
+        except (TypeError, ValueError):
+            raise UserError(
+                f"Area range '{name}' has bounds {lo!r}:{hi!r}; both must be numbers in px²."
+            ) from None
+        if not name or name == "all" or name in out:
+            raise UserError(f"Area range name {name!r} is empty, 'all' or used twice.")
+        if not 0 <= lo_f < hi_f:
+            raise UserError(
+                f"Area range '{name}' must satisfy 0 <= min < max, got {lo_f:g}:{hi_f:g}."
+            )
+        if (lo_f, hi_f) == _ALL_RANGE or (lo_f, hi_f) in out.values():
+            raise UserError(f"Area range '{name}' duplicates another range ({lo_f:g}:{hi_f:g}).")
+        out[name] = (lo_f, hi_f)
+    return out
+
+
+def bucket_suffixes(names: Sequence[str]) -> dict[str, str]:
+    """Metric-key suffix per bucket: its first letter (``APs``) when unique, else the name."""
+    first = [n[0] for n in names]
+    unique = len(set(first)) == len(first)
+    return {n: (n[0] if unique else n) for n in names}
+
+
+@dataclass
+class CocoMetrics:
+    """Accumulated COCO arrays plus the derived summary, in percent.
+
+    ``precision`` is T×R×K×A×M and ``recall`` T×K×A×M (IoU thresholds, recall thresholds,
+    classes, area ranges with ``all`` first, max-dets 1/10/100); -1 marks "no ground truth".
+    """
+
+    gt: dict
+    predictions: list[dict]
+    class_names: list[str]
+    cat_ids: list[int]
+    area_ranges: dict[str, tuple[float, float]]
+    precision: np.ndarray
+    recall: np.ndarray
+    iou_thrs: np.ndarray
+    rec_thrs: np.ndarray
+    backend: str
+    summary: dict[str, float] = field(default_factory=dict)
+    per_class: list[dict] = field(default_factory=list)
+
+    @property
+    def bucket_names(self) -> list[str]:
+        return list(self.area_ranges)
+
+    def results(self) -> dict[str, float]:
+        """The flat ``bbox`` results dict: summary then ``<metric>-<class>`` entries."""
+        out = dict(self.summary)
+        for row in self.per_class:
+            for key, value in row.items():
+                if key not in ("class", "category_id", "num_gt") and value is not None:
+                    out[f"{key}-{row['class']}"] = value
+        return out
+
+
+def _mean_valid(a: np.ndarray) -> float | None:
+    valid = a[a > -1]
+    return float(np.mean(valid)) * 100.0 if valid.size else None
+
+
+def _run_backend(
+    backend: str, gt: dict, preds: list[dict], area_ranges: Mapping[str, tuple[float, float]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``evaluate`` + ``accumulate`` on the chosen backend; returns precision, recall, thrs."""
+    labels = ["all", *area_ranges]
+    rngs = [list(_ALL_RANGE), *([float(lo), float(hi)] for lo, hi in area_ranges.values())]
+    sink = io.StringIO()
+    if backend == "faster_coco_eval":
+        from faster_coco_eval.core.coco import COCO
+        from faster_coco_eval.core.faster_eval_api import COCOeval_faster as COCOeval
+    elif backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    else:
+        raise UserError(f"TEST.COCO_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}.")
+    with contextlib.redirect_stdout(sink), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        coco_dt = COCO()
+        coco_dt.dataset = {
+            "images": gt["images"],
+            "categories": gt["categories"],
+            "annotations": preds,
+        }
+        coco_dt.createIndex()
+        if backend == "faster_coco_eval":
+            ev = COCOeval(coco_gt, coco_dt, "bbox", print_function=lambda *a, **k: None)
+        else:
+            ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.areaRng = rngs
+        ev.params.areaRngLbl = labels
+        ev.params.maxDets = list(_MAX_DETS)
+        ev.evaluate()
+        ev.accumulate()
+    precision = np.asarray(ev.eval["precision"], dtype=np.float64)
+    recall = np.asarray(ev.eval["recall"], dtype=np.float64)
+    return precision, recall, np.asarray(ev.params.iouThrs), np.asarray(ev.params.recThrs)
+
+
+def _empty_arrays(
+    gt: dict, cat_ids: list[int], area_ranges: Mapping[str, tuple[float, float]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The arrays COCO would accumulate with no detections: 0 where GT exists, else -1."""
+    iou_thrs = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+    rec_thrs = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+    rngs = [_ALL_RANGE, *area_ranges.values()]
+    has_gt = np.zeros((len(cat_ids), len(rngs)), dtype=bool)
+    index = {c: k for k, c in enumerate(cat_ids)}
+    for ann in gt["annotations"]:
+        if ann.get("iscrowd", 0) or ann.get("ignore", 0):
+            continue
+        k = index[ann["category_id"]]
+        for a, (lo, hi) in enumerate(rngs):
+            if lo <= ann["area"] <= hi:
+                has_gt[k, a] = True
+    t, r, m = len(iou_thrs), len(rec_thrs), len(_MAX_DETS)
+    value = np.where(has_gt, 0.0, -1.0)  # K×A
+    precision = np.broadcast_to(value[None, None, :, :, None], (t, r, *value.shape, m)).copy()
+    recall = np.broadcast_to(value[None, :, :, None], (t, *value.shape, m)).copy()
+    return precision, recall, iou_thrs, rec_thrs
+
+
+def evaluate_coco(
+    gt: str | os.PathLike | Mapping[str, Any],
+    predictions: str | os.PathLike | Sequence[Mapping[str, Any]],
+    area_ranges: Any = None,
+    backend: str = "faster_coco_eval",
+) -> CocoMetrics:
+    """COCO box metrics of ``predictions`` against ``gt`` (paths or in-memory objects).
+
+    Args:
+        gt: COCO ground-truth dict or json path.
+        predictions: COCO results list or json path (XYWH px boxes with scores).
+        area_ranges: named size buckets (see :func:`parse_area_ranges`); None = COCO's.
+        backend: ``"faster_coco_eval"`` or ``"pycocotools"``.
+
+    Returns:
+        :class:`CocoMetrics` with ``summary`` (AP, AP50, AP75, AP<b>, AR1, AR10, AR100, AR<b>
+        for each bucket suffix ``b``) and ``per_class`` rows (AP, AP50, AP75, AP<b>), percent.
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"TEST.COCO_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}.")
+    gt = load_gt(gt)
+    preds = load_predictions(predictions, gt)
+    ranges = parse_area_ranges(area_ranges)
+    cats = sorted(gt["categories"], key=lambda c: c["id"])
+    cat_ids = [c["id"] for c in cats]
+    class_names = [str(c.get("name", c["id"])) for c in cats]
+    if preds:
+        precision, recall, iou_thrs, rec_thrs = _run_backend(backend, gt, preds, ranges)
+    else:
+        warnings.warn(
+            "The predictions hold no detections; every metric is 0.", UserWarning, stacklevel=2
+        )
+        precision, recall, iou_thrs, rec_thrs = _empty_arrays(gt, cat_ids, ranges)
+    metrics = CocoMetrics(
+        gt=gt,
+        predictions=preds,
+        class_names=class_names,
+        cat_ids=cat_ids,
+        area_ranges=ranges,
+        precision=precision,
+        recall=recall,
+        iou_thrs=iou_thrs,
+        rec_thrs=rec_thrs,
+        backend=backend,
+    )
+    _summarise(metrics)
+    return metrics
+
+
+def _summarise(m: CocoMetrics) -> None:
+    p, r = m.precision, m.recall
+    t50 = np.where(np.isclose(m.iou_thrs, 0.5))[0]
+    t75 = np.where(np.isclose(m.iou_thrs, 0.75))[0]
+    suffix = bucket_suffixes(m.bucket_names)
+    s: dict[str, float | None] = {
+        "AP": _mean_valid(p[:, :, :, 0, -1]),
+        "AP50": _mean_valid(p[t50][:, :, :, 0, -1]),
+        "AP75": _mean_valid(p[t75][:, :, :, 0, -1]),
+    }
+    for a, name in enumerate(m.bucket_names, start=1):
+        s[f"AP{suffix[name]}"] = _mean_valid(p[:, :, :, a, -1])
+    for i, md in enumerate(_MAX_DETS):
+        s[f"AR{md}"] = _mean_valid(r[:, :, 0, i])
+    for a, name in enumerate(m.bucket_names, start=1):
+        s[f"AR{suffix[name]}"] = _mean_valid(r[:, :, a, -1])
+    m.summary = {k: v for k, v in s.items() if v is not None}
+
+    num_gt = _count_gt(m)
+    rows = []
+    for k, (cid, name) in enumerate(zip(m.cat_ids, m.class_names, strict=True)):
+        row: dict[str, Any] = {"class": name, "category_id": cid, "num_gt": int(num_gt[k])}
+        row["AP"] = _mean_valid(p[:, :, k, 0, -1])
+        row["AP50"] = _mean_valid(p[t50][:, :, k, 0, -1])
+        row["AP75"] = _mean_valid(p[t75][:, :, k, 0, -1])
+        for a, bname in enumerate(m.bucket_names, start=1):
+            row[f"AP{suffix[bname]}"] = _mean_valid(p[:, :, k, a, -1])
+        rows.append(row)
+    m.per_class = rows
+
+
+def _count_gt(m: CocoMetrics) -> np.ndarray:
+    index = {c: k for k, c in enumerate(m.cat_ids)}
+    counts = np.zeros(len(m.cat_ids), dtype=np.int64)
+    for ann in m.gt["annotations"]:
+        if not ann.get("iscrowd", 0):
+            counts[index[ann["category_id"]]] += 1
+    return counts
