@@ -1,8 +1,13 @@
-"""Models: backbones, necks, heads, losses and meta-architectures, each with a registry."""
+"""Models: backbones, necks, heads, losses and meta-architectures, each with a registry.
 
+Importing ``detlab.modeling`` registers the built-in components, so ``build_model(cfg)``
+finds every name listed in the registries.
+"""
+
+from detlab.modeling import backbone, heads, losses, meta_arch, neck  # noqa: F401 (registers)
 from detlab.modeling.backbone.build import BACKBONE_REGISTRY, build_backbone
 from detlab.modeling.heads.build import HEAD_REGISTRY
-from detlab.modeling.losses.size_weights import SIZE_WEIGHT_REGISTRY
+from detlab.modeling.losses.size_weights import SIZE_WEIGHT_REGISTRY, SizeWeighting
 from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model
 from detlab.modeling.neck.build import NECK_REGISTRY, build_neck
 
@@ -12,6 +17,7 @@ __all__ = [
     "META_ARCH_REGISTRY",
     "NECK_REGISTRY",
     "SIZE_WEIGHT_REGISTRY",
+    "SizeWeighting",
     "build_backbone",
     "build_model",
     "build_neck",

@@ -16,12 +16,27 @@ def add_model_defaults(cfg: CN) -> None:
     # Per-channel normalisation of the mapper's float image (0..255 scale); length = channels.
     cfg.MODEL.PIXEL_MEAN = (103.53, 116.28, 123.675)
     cfg.MODEL.PIXEL_STD = (57.375, 57.12, 58.395)
+    # Pad the batch's height/width to a multiple of this; 0 = the backbone's largest stride.
+    cfg.MODEL.SIZE_DIVISIBILITY = 0
 
     cfg.MODEL.BACKBONE = CN()
     cfg.MODEL.BACKBONE.NAME = "resnet50"  # name in BACKBONE_REGISTRY
     cfg.MODEL.BACKBONE.IN_CHANNELS = 3  # 1 for single-channel SAR
     cfg.MODEL.BACKBONE.FREEZE_AT = 0  # 0 = train all; k = freeze stem + first k-1 stages
-    cfg.MODEL.BACKBONE.NORM = "FrozenBN"  # "BN" | "FrozenBN" | "GN"
+    cfg.MODEL.BACKBONE.NORM = "FrozenBN"  # "BN" | "FrozenBN" | "GN"; use "BN" from scratch
+
+    # ResNet options. Names: resnet18/34/50/101 (torchvision constructors, weights=None) and
+    # tiny_resnet (torchvision BasicBlocks, light CPU option).
+    cfg.MODEL.RESNETS = CN()
+    # Stage widths are 64·WIDTH_MULT·(1, 2, 4, 8) (× 4 for bottleneck depths). With 1.0 the
+    # named depths are torchvision's networks unchanged (their checkpoints load).
+    cfg.MODEL.RESNETS.WIDTH_MULT = 1.0
+    # Blocks in stages 1..4 of tiny_resnet (the named depths have their own counts).
+    cfg.MODEL.RESNETS.BLOCKS_PER_STAGE = (1, 1, 1, 1)
+
+    # MODEL.BACKBONE.NAME "timm": any timm model with features_only (needs the timm extra).
+    cfg.MODEL.TIMM = CN()
+    cfg.MODEL.TIMM.MODEL_NAME = "resnet18"
 
     cfg.MODEL.NECK = CN()
     cfg.MODEL.NECK.NAME = "FPN"  # name in NECK_REGISTRY: "FPN" | "PAFPN"
@@ -31,8 +46,32 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.FPN.IN_STAGES = (2, 3, 4)
     cfg.MODEL.FPN.OUT_CHANNELS = 256
     cfg.MODEL.FPN.TOP_BLOCK = "P6P7"  # "none" | "P6" | "P6P7"
-    cfg.MODEL.FPN.NORM = ""
+    cfg.MODEL.FPN.NORM = ""  # "" | "GN" | "BN" after each FPN conv
 
+    # FCOS head (MODEL.META_ARCHITECTURE "FCOS").
+    cfg.MODEL.FCOS = CN()
+    cfg.MODEL.FCOS.HEAD_NAME = "FCOSHead"  # name in HEAD_REGISTRY
+    cfg.MODEL.FCOS.NUM_CLASSES = 80
+    cfg.MODEL.FCOS.IN_FEATURES = ()  # neck levels used, e.g. ("p3", "p4", "p5"); () = all
+    cfg.MODEL.FCOS.NUM_CONVS = 4  # conv layers per tower (classification and box)
+    cfg.MODEL.FCOS.NORM = "GN"  # tower norm: "GN" | "BN" | ""
+    cfg.MODEL.FCOS.PRIOR_PROB = 0.01  # initial foreground probability of the class logits
+    cfg.MODEL.FCOS.FOCAL_LOSS_ALPHA = 0.25
+    cfg.MODEL.FCOS.FOCAL_LOSS_GAMMA = 2.0
+    # Positives lie within this many strides of a box centre (0 = anywhere in the box).
+    cfg.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5
+    # Per-level (low, high] ranges of the largest regression distance, in input pixels;
+    # () = (4·stride, 8·stride], open at both ends (the paper's 64/128/256/512 for P3–P7).
+    cfg.MODEL.FCOS.SIZES_OF_INTEREST = ()
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.05  # on sqrt(class prob · centerness)
+    cfg.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000  # per level, before NMS
+    cfg.MODEL.FCOS.NMS_THRESH_TEST = 0.6  # class-wise NMS IoU
+
+    # Size-aware weighted loss: each positive target's classification and regression terms
+    # are multiplied by w(area), area in the ORIGINAL image's pixels² (boxes are rescaled
+    # from the network input by (height/h_in)·(width/w_in)), the pixels COCO buckets use.
+    # Used by the FCOS head and the ROI box head, and by the RPN when
+    # MODEL.RPN.SIZE_AWARE_LOSS is true. TYPE: exponential | linear | step.
     cfg.MODEL.SIZE_AWARE_LOSS = CN()
     cfg.MODEL.SIZE_AWARE_LOSS.ENABLED = False
     cfg.MODEL.SIZE_AWARE_LOSS.TYPE = "exponential"  # name in SIZE_WEIGHT registry

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from detlab.utils.errors import UserError
 from detlab.utils.registry import Registry
 
-__all__ = ["SIZE_WEIGHT_REGISTRY"]
+__all__ = ["SIZE_WEIGHT_REGISTRY", "SizeWeighting", "exponential", "linear", "step"]
 
 SIZE_WEIGHT_REGISTRY = Registry(
     "SIZE_WEIGHT",
@@ -16,3 +22,76 @@ same pixels the COCO size buckets use) to a weight >= 1 that multiplies that tar
 classification and regression loss terms.
 """,
 )
+
+
+@SIZE_WEIGHT_REGISTRY.register()
+def exponential(
+    area: Tensor, *, max_weight: float, small_area: float, medium_area: float
+) -> Tensor:
+    """w(a) = max(1, max_weight · exp(−a / small_area)); with 2.5 and 1024: w(16²) ≈ 1.95."""
+    del medium_area
+    return torch.clamp(max_weight * torch.exp(-area / small_area), min=1.0)
+
+
+@SIZE_WEIGHT_REGISTRY.register()
+def linear(area: Tensor, *, max_weight: float, small_area: float, medium_area: float) -> Tensor:
+    """Falls linearly from ``max_weight`` at a = 0 to 1 at a = ``medium_area``, then stays 1."""
+    del small_area
+    frac = torch.clamp(1.0 - area / medium_area, min=0.0, max=1.0)
+    return 1.0 + (max_weight - 1.0) * frac
+
+
+@SIZE_WEIGHT_REGISTRY.register()
+def step(area: Tensor, *, max_weight: float, small_area: float, medium_area: float) -> Tensor:
+    """Three tiers: ``max_weight`` below ``small_area``, the midpoint (1+max)/2 below
+    ``medium_area``, 1 above (the COCO small / medium / large buckets with the defaults)."""
+    mid = (1.0 + max_weight) / 2.0
+    w = torch.where(area < medium_area, torch.full_like(area, mid), torch.ones_like(area))
+    return torch.where(area < small_area, torch.full_like(area, max_weight), w)
+
+
+class SizeWeighting:
+    """A configured size-aware weighting: ``weighting(area) -> Tensor[N]`` weights >= 1.
+
+    Args:
+        fn_name: name in ``SIZE_WEIGHT_REGISTRY``.
+        max_weight, small_area, medium_area: passed to the function (areas in px² of the
+            original image).
+        normalize: ``"num_pos"`` divides weighted sums by the positive count (weights raise
+            the loss of small objects); ``"weight_sum"`` divides by the sum of weights (they
+            redistribute it).
+    """
+
+    def __init__(
+        self,
+        fn_name: str = "exponential",
+        max_weight: float = 2.5,
+        small_area: float = 1024.0,
+        medium_area: float = 9216.0,
+        normalize: str = "num_pos",
+    ) -> None:
+        if normalize not in ("num_pos", "weight_sum"):
+            raise UserError(
+                f"MODEL.SIZE_AWARE_LOSS.NORMALIZE is '{normalize}'; use num_pos or weight_sum."
+            )
+        self.fn = SIZE_WEIGHT_REGISTRY.get(fn_name)
+        self.kwargs = {
+            "max_weight": float(max_weight),
+            "small_area": float(small_area),
+            "medium_area": float(medium_area),
+        }
+        self.normalize = normalize
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> SizeWeighting | None:
+        """The configured weighting, or None when ``MODEL.SIZE_AWARE_LOSS.ENABLED`` is off."""
+        c = cfg.MODEL.SIZE_AWARE_LOSS
+        if not c.ENABLED:
+            return None
+        return cls(c.TYPE, c.MAX_WEIGHT, c.SMALL_AREA, c.MEDIUM_AREA, c.NORMALIZE)
+
+    def __call__(self, area: Tensor) -> Tensor:
+        return self.fn(area.float(), **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"SizeWeighting({self.fn.__name__}, {self.kwargs}, normalize={self.normalize})"

@@ -1,0 +1,6 @@
+"""Meta-architectures; importing this package registers them in ``META_ARCH_REGISTRY``."""
+
+from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model
+from detlab.modeling.meta_arch.fcos import FCOS
+
+__all__ = ["FCOS", "META_ARCH_REGISTRY", "build_model"]

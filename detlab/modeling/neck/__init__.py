@@ -1,0 +1,6 @@
+"""Necks; importing this package registers them in ``NECK_REGISTRY``."""
+
+from detlab.modeling.neck.build import NECK_REGISTRY, build_neck
+from detlab.modeling.neck.fpn import FPN, PAFPN
+
+__all__ = ["FPN", "NECK_REGISTRY", "PAFPN", "build_neck"]

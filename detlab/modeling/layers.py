@@ -1,0 +1,64 @@
+"""Small building blocks shared by backbones, necks and heads: norm layers, conv init."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from detlab.utils.errors import UserError
+
+__all__ = ["NORMS", "Scale", "c2_xavier_fill", "get_norm", "group_count"]
+
+NORMS = ("", "none", "BN", "FrozenBN", "GN", "SyncBN")
+
+
+def group_count(channels: int, preferred: int = 32) -> int:
+    """Largest group count <= ``preferred`` that divides ``channels`` (GroupNorm of thin nets)."""
+    for g in range(min(preferred, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def get_norm(norm: str) -> Callable[[int], nn.Module] | None:
+    """Constructor ``f(channels) -> nn.Module`` for a norm name, or None for no norm.
+
+    ``"BN"`` trains batch statistics, ``"FrozenBN"`` uses fixed statistics and affine
+    parameters (torchvision's FrozenBatchNorm2d), ``"GN"`` is GroupNorm with up to 32 groups.
+    """
+    if norm in ("", "none", None):
+        return None
+    if norm in ("BN", "SyncBN"):
+        return nn.BatchNorm2d
+    if norm == "FrozenBN":
+        return FrozenBatchNorm2d
+    if norm == "GN":
+        return lambda c: nn.GroupNorm(group_count(c), c)
+    raise UserError(f"Unknown norm '{norm}' in the model config; use one of BN, FrozenBN, GN, ''.")
+
+
+def c2_xavier_fill(module: nn.Module) -> None:
+    """Caffe2-style Xavier init (uniform, fan-in, a=1) with zero bias, used for FPN convs."""
+    nn.init.kaiming_uniform_(module.weight, a=1)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+class Scale(nn.Module):
+    """A learnable scalar multiplier (FCOS per-level regression scale)."""
+
+    def __init__(self, init: float = 1.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def prior_bias(prior_prob: float) -> float:
+    """Bias that makes a sigmoid output ``prior_prob`` at init (focal-loss stabiliser)."""
+    return -math.log((1 - prior_prob) / prior_prob)

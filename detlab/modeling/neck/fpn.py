@@ -1,0 +1,156 @@
+"""Feature pyramids over backbone stages: ``FPN`` (top-down) and ``PAFPN`` (+ bottom-up).
+
+Both take ``in_stages`` (backbone stages 1..4 = strides 4/8/16/32): ``(2, 3, 4)`` is the
+3-scale pyramid P3–P5, ``(1, 2, 3, 4)`` the 4-scale P2–P5. A top block adds P6 (``"P6"``,
+a stride-2 3×3 conv on the top output) or P6 and P7 (``"P6P7"``, P7 from ReLU(P6)). Output
+levels are keyed ``p{log2(stride)}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detlab.modeling.layers import c2_xavier_fill, get_norm
+from detlab.modeling.neck.build import NECK_REGISTRY
+from detlab.structures import ShapeSpec
+from detlab.utils.errors import UserError
+
+__all__ = ["FPN", "PAFPN"]
+
+TOP_BLOCKS = {"none": 0, "": 0, "P6": 1, "P6P7": 2}
+
+
+def _conv(cin: int, cout: int, k: int, stride: int, norm: str) -> nn.Module:
+    norm_layer = get_norm(norm)
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=norm_layer is None)
+    c2_xavier_fill(conv)
+    return conv if norm_layer is None else nn.Sequential(conv, norm_layer(cout))
+
+
+class FPN(nn.Module):
+    """Top-down feature pyramid (Lin et al. 2017) over chosen backbone stages.
+
+    Args:
+        in_channels: channels of each backbone stage in ``in_stages`` order.
+        in_stages: backbone stages (1..4) to read, ascending, e.g. ``(2, 3, 4)``.
+        out_channels: channels of every output level.
+        top_block: ``"none" | "P6" | "P6P7"``: extra coarser levels above the top stage.
+        norm: norm after each conv (``""`` for none, ``"GN"``, ``"BN"``).
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        in_stages: Sequence[int] = (2, 3, 4),
+        out_channels: int = 256,
+        top_block: str = "P6P7",
+        norm: str = "",
+    ) -> None:
+        super().__init__()
+        stages = [int(s) for s in in_stages]
+        if not stages or stages != sorted(set(stages)) or not set(stages) <= {1, 2, 3, 4}:
+            raise UserError(
+                f"MODEL.FPN.IN_STAGES is {tuple(in_stages)}; give ascending stages from 1..4, "
+                "e.g. (2, 3, 4) or (1, 2, 3, 4)."
+            )
+        if top_block not in TOP_BLOCKS:
+            raise UserError(f"MODEL.FPN.TOP_BLOCK is '{top_block}'; use none, P6 or P6P7.")
+        if len(in_channels) != len(stages):
+            raise ValueError("in_channels and in_stages must have the same length")
+        self.in_stages = tuple(stages)
+        self.in_features = [f"res{s + 1}" for s in stages]
+        self.out_channels = out_channels
+        self.lateral = nn.ModuleList(_conv(c, out_channels, 1, 1, norm) for c in in_channels)
+        self.output = nn.ModuleList(_conv(out_channels, out_channels, 3, 1, norm) for _ in stages)
+        self.num_top = TOP_BLOCKS[top_block]
+        self.top = nn.ModuleList(
+            _conv(out_channels, out_channels, 3, 2, "") for _ in range(self.num_top)
+        )
+        strides = [2 ** (s + 1) for s in stages]
+        strides += [strides[-1] * 2 ** (i + 1) for i in range(self.num_top)]
+        self._strides = strides
+
+    @classmethod
+    def from_config(cls, cfg: Any, input_shape: dict[str, ShapeSpec]) -> dict[str, Any]:
+        stages = tuple(cfg.MODEL.FPN.IN_STAGES)
+        missing = [f"res{s + 1}" for s in stages if f"res{s + 1}" not in input_shape]
+        if missing:
+            raise UserError(
+                f"MODEL.FPN.IN_STAGES {stages} asks for {missing}, which the backbone does not "
+                f"output (it has {sorted(input_shape)}); choose stages it has."
+            )
+        return {
+            "in_channels": [input_shape[f"res{s + 1}"].channels for s in stages],
+            "in_stages": stages,
+            "out_channels": cfg.MODEL.FPN.OUT_CHANNELS,
+            "top_block": cfg.MODEL.FPN.TOP_BLOCK,
+            "norm": cfg.MODEL.FPN.NORM,
+        }
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        """``{"p3": ShapeSpec(C, 8), ...}`` for every output level, finest first."""
+        return {f"p{int(math.log2(s))}": ShapeSpec(self.out_channels, s) for s in self._strides}
+
+    def _top_down(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        xs = [features[name] for name in self.in_features]
+        prev = self.lateral[-1](xs[-1])
+        outs = [self.output[-1](prev)]
+        for i in range(len(xs) - 2, -1, -1):
+            lat = self.lateral[i](xs[i])
+            prev = lat + F.interpolate(prev, size=lat.shape[-2:], mode="nearest")
+            outs.insert(0, self.output[i](prev))
+        return outs
+
+    def _add_top(self, outs: list[torch.Tensor]) -> list[torch.Tensor]:
+        x = outs[-1]
+        for i, conv in enumerate(self.top):
+            x = conv(F.relu(x) if i > 0 else x)
+            outs.append(x)
+        return outs
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Backbone stage dict → ``{"p3": B×C×H/8×W/8, ...}`` (finest first)."""
+        outs = self._add_top(self._top_down(features))
+        return dict(zip(self.output_shape(), outs, strict=True))
+
+
+class PAFPN(FPN):
+    """FPN plus a bottom-up path aggregation (PANet, as YOLOX-style detectors use).
+
+    After the top-down pass, N_lo = P_lo and N_{i+1} = conv3×3(P_{i+1} + conv3×3_s2(N_i)).
+    Same arguments and outputs as :class:`FPN`.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        in_stages: Sequence[int] = (2, 3, 4),
+        out_channels: int = 256,
+        top_block: str = "P6P7",
+        norm: str = "",
+    ) -> None:
+        super().__init__(in_channels, in_stages, out_channels, top_block, norm)
+        n = len(self.in_stages) - 1
+        self.down = nn.ModuleList(_conv(out_channels, out_channels, 3, 2, norm) for _ in range(n))
+        self.fuse = nn.ModuleList(_conv(out_channels, out_channels, 3, 1, norm) for _ in range(n))
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        ps = self._top_down(features)
+        outs = [ps[0]]
+        for i in range(1, len(ps)):
+            down = F.relu(self.down[i - 1](outs[-1]))
+            if down.shape[-2:] != ps[i].shape[-2:]:
+                down = F.interpolate(down, size=ps[i].shape[-2:], mode="nearest")
+            outs.append(F.relu(self.fuse[i - 1](ps[i] + down)))
+        outs = self._add_top(outs)
+        return dict(zip(self.output_shape(), outs, strict=True))
+
+
+NECK_REGISTRY.register(FPN)
+NECK_REGISTRY.register(PAFPN)
