@@ -1,1 +1,41 @@
-"""detlab.sweep."""
+"""Sweeps: run a grid or random search of training runs and rank them in a leaderboard.
+
+>>> from detlab.sweep import load_spec, plan_sweep, run_sweep, LocalLauncher
+>>> spec = load_spec("configs/sweeps/sar_lr_clip.yaml")
+>>> outcome = run_sweep(spec, LocalLauncher(gpus=["0", "1"]))   # doctest: +SKIP
+
+From the shell: ``tools/sweep.sh SPEC [--parallel N] [--gpus 0,1] [--launcher local|slurm]
+[--dry-run] [--retry-failed]``. Nothing here imports torch.
+"""
+
+from detlab.sweep.launchers import Launcher, LocalLauncher, SlurmLauncher, build_launcher
+from detlab.sweep.report import write_leaderboard
+from detlab.sweep.runner import (
+    PlannedTrial,
+    SweepInterrupted,
+    SweepOutcome,
+    plan_sweep,
+    print_dry_run,
+    run_sweep,
+)
+from detlab.sweep.spec import SweepSpec, Trial, expand_trials, load_spec
+from detlab.sweep.state import SweepState
+
+__all__ = [
+    "Launcher",
+    "LocalLauncher",
+    "PlannedTrial",
+    "SlurmLauncher",
+    "SweepInterrupted",
+    "SweepOutcome",
+    "SweepSpec",
+    "SweepState",
+    "Trial",
+    "build_launcher",
+    "expand_trials",
+    "load_spec",
+    "plan_sweep",
+    "print_dry_run",
+    "run_sweep",
+    "write_leaderboard",
+]

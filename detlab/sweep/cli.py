@@ -1,0 +1,118 @@
+"""``python -m detlab.sweep SPEC [options]``: run a sweep from the command line.
+
+Exit status: 0 when every trial finished, 1 when some failed, 2 on a user error (one line on
+stderr), 128 + signal number when stopped by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from detlab.utils.cli import DetlabArgumentParser, run_tool
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> DetlabArgumentParser:
+    parser = DetlabArgumentParser(
+        prog="tools/sweep.sh",
+        description="Run a sweep of training runs from a spec file and rank them in a "
+        "leaderboard (leaderboard.md / leaderboard.csv in the sweep root).",
+    )
+    parser.add_argument("spec", help="sweep spec YAML (see configs/sweeps/)")
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    parser.add_argument(
+        "--parallel", type=int, help="trials at a time (local: default = #GPUs or 1)"
+    )
+    parser.add_argument(
+        "--gpus", help="GPU indices for local trials, e.g. 0,1 (one per trial); empty = CPU"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print trials and commands only")
+    parser.add_argument("--retry-failed", action="store_true", help="run failed trials again")
+    parser.add_argument("--output-root", help="sweep root directory (overrides the spec)")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a stopped trial gets to exit before SIGKILL",
+    )
+    slurm = parser.add_argument_group("slurm (override the spec's slurm: section)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--gpus-per-node", type=int)
+    slurm.add_argument("--cpus-per-task", type=int)
+    slurm.add_argument("--mem-gb", type=float)
+    slurm.add_argument("--timeout-min", type=int, help="job time limit in minutes")
+    slurm.add_argument(
+        "--cluster",
+        default="slurm",
+        choices=("slurm", "local"),
+        help="submitit executor: slurm, or local to run the job path on this machine",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    return parser
+
+
+def _sweep(args) -> int:
+    from detlab.sweep.launchers import build_launcher
+    from detlab.sweep.runner import SweepInterrupted, plan_sweep, print_dry_run, run_sweep
+    from detlab.sweep.spec import load_spec, parse_gpus
+    from detlab.utils.errors import UserError
+
+    spec = load_spec(args.spec, output_root=args.output_root)
+    if args.parallel is not None and args.parallel < 1:
+        raise UserError(f"--parallel must be at least 1, got {args.parallel}.")
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else (spec.gpus or [])
+    parallel = args.parallel or spec.parallel
+    slurm = dict(spec.slurm)
+    for key in ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min"):
+        if getattr(args, key) is not None:
+            slurm[key] = getattr(args, key)
+    planned = plan_sweep(spec)  # checks every trial's config before anything starts
+    if args.dry_run:
+        from detlab.sweep.launchers import LocalLauncher, SlurmLauncher
+
+        if args.launcher == "local":
+            launcher = LocalLauncher(gpus=gpus, parallel=parallel)
+        else:
+            launcher = SlurmLauncher.__new__(SlurmLauncher)  # describe only; submit nothing
+            launcher.capacity = max(1, parallel or slurm.get("max_parallel") or len(planned))
+        print_dry_run(spec, planned, launcher, retry_failed=args.retry_failed, out=_print)
+        return 0
+    launcher = build_launcher(
+        args.launcher,
+        spec.output_root,
+        gpus=gpus,
+        parallel=parallel,
+        slurm=slurm,
+        cluster=args.cluster,
+    )
+    try:
+        outcome = run_sweep(
+            spec, launcher, planned, retry_failed=args.retry_failed, out=_print, grace_s=args.grace
+        )
+    except SweepInterrupted as stop:
+        _print(f"Sweep stopped; state saved in {spec.output_root}. Run the same command to go on.")
+        return 128 + stop.signum
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
+    _print(f"Leaderboard: {os.path.join(spec.output_root, 'leaderboard.md')} ({counts})")
+    if outcome.best_name:
+        _print(f"Best trial: {outcome.best_name} by {spec.metric}; config: {outcome.best_config}")
+    else:
+        _print(f"No trial has a value for {spec.metric} yet.")
+    return 0 if outcome.counts.get("done", 0) == len(outcome.rows) else 1
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_tool(lambda: _sweep(args), debug=args.debug)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

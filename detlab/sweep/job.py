@@ -1,0 +1,109 @@
+"""Running one trial's command: used inside cluster jobs and for stopping process groups.
+
+:func:`run_command` is what a submitit job executes: it starts the training command in its own
+process group with output appended to the trial's log, waits, and on any interruption (the
+job being cancelled, a signal) stops the whole group before returning or re-raising.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+
+__all__ = ["open_log", "run_command", "stop_process_group", "tail"]
+
+
+def open_log(log_path: str, cmd: Sequence[str], note: str = ""):
+    """Open ``log_path`` for appending and write a header naming the command."""
+    import shlex
+
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    f = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - handed to a subprocess
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    f.write(f"==== {stamp} {note}\n==== {shlex.join(list(cmd))}\n")
+    f.flush()
+    return f
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the process group of ``proc``, then SIGKILL it after ``grace_s`` seconds."""
+    if proc.poll() is not None:
+        _kill_group(proc.pid, signal.SIGKILL)  # leftovers of an exited leader
+        return
+    _kill_group(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    _kill_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def run_command(
+    cmd: Sequence[str],
+    log_path: str,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    grace_s: float = 10.0,
+) -> dict:
+    """Run ``cmd`` to completion with output appended to ``log_path``.
+
+    Returns ``{"returncode": int, "wall_time": seconds}``. ``env`` entries are added to the
+    current environment. If this function is interrupted (KeyboardInterrupt, SystemExit, a job
+    cancellation), the command's process group is stopped before the exception propagates.
+    """
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    start = time.monotonic()
+    with open_log(log_path, cmd, note="job") as log:
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        previous = signal.getsignal(signal.SIGTERM)
+        in_main = _in_main_thread()
+
+        def _on_term(signum, frame):  # turn SIGTERM into an exception so `finally` runs
+            raise KeyboardInterrupt
+
+        if in_main:
+            signal.signal(signal.SIGTERM, _on_term)
+        try:
+            returncode = proc.wait()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
+            stop_process_group(proc, grace_s)
+    return {"returncode": int(returncode), "wall_time": time.monotonic() - start}
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def tail(path: str, lines: int = 20, max_bytes: int = 64_000) -> str:
+    """The last ``lines`` lines of a text file ('' if it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])

@@ -1,0 +1,256 @@
+"""Where trials run: local subprocesses pinned to GPUs, or cluster jobs through submitit.
+
+A launcher starts a trial's command and reports when it has ended. The sweep runner
+(:mod:`detlab.sweep.runner`) decides what to start, keeps the state file and the leaderboard.
+
+* :class:`LocalLauncher` runs each trial as a subprocess in its own process group, output to
+  the trial's log, with ``CUDA_VISIBLE_DEVICES`` set to one GPU of ``gpus`` (the least busy
+  one) or to ``""`` for CPU runs.
+* :class:`SlurmLauncher` submits each trial as a job with ``submitit.AutoExecutor`` (partition,
+  GPUs, CPUs, memory, time limit); ``cluster="local"`` uses submitit's local executor, which
+  runs the same code path on this machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from detlab.sweep.job import open_log, run_command, stop_process_group
+from detlab.utils.errors import UserError
+
+__all__ = ["Handle", "Launcher", "LocalLauncher", "SlurmLauncher", "build_launcher"]
+
+
+@dataclass
+class Handle:
+    """A started trial: what the launcher needs to poll and stop it."""
+
+    name: str
+    started: float
+    info: dict[str, Any] = field(default_factory=dict)
+    obj: Any = None  # Popen or submitit Job
+    log: Any = None
+    gpu: str | None = None
+
+
+class Launcher:
+    """Interface: ``start`` a command, ``poll`` for its end, ``stop`` running trials."""
+
+    name = "base"
+    capacity: int = 1
+    poll_interval: float = 0.5  # seconds between polls of running trials
+
+    def env_preview(self, slot: int) -> dict[str, str]:
+        """Environment the ``slot``-th concurrent trial would get (for ``--dry-run``)."""
+        return {}
+
+    def start(self, name: str, cmd: Sequence[str], log_path: str) -> Handle:
+        raise NotImplementedError
+
+    def poll(self, handle: Handle) -> dict | None:
+        """None while running; ``{"returncode": int, "error": str | None}`` once ended."""
+        raise NotImplementedError
+
+    def stop(self, handles: Sequence[Handle], grace_s: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources once the sweep ends."""
+
+
+class LocalLauncher(Launcher):
+    """Subprocesses on this machine, ``parallel`` at a time, one GPU each (or CPU)."""
+
+    name = "local"
+    poll_interval = 0.1
+
+    def __init__(
+        self, gpus: Sequence[str] = (), parallel: int | None = None, cwd: str | None = None
+    ):
+        self.gpus = [str(g) for g in gpus]
+        self.capacity = max(1, parallel or len(self.gpus) or 1)
+        self.cwd = cwd
+        self._load = {g: 0 for g in self.gpus}
+
+    def _pick_gpu(self) -> str | None:
+        if not self.gpus:
+            return None
+        return min(self.gpus, key=lambda g: (self._load[g], self.gpus.index(g)))
+
+    def env_preview(self, slot: int) -> dict[str, str]:
+        gpu = self.gpus[slot % len(self.gpus)] if self.gpus else ""
+        return {"CUDA_VISIBLE_DEVICES": gpu}
+
+    def start(self, name: str, cmd: Sequence[str], log_path: str) -> Handle:
+        gpu = self._pick_gpu()
+        env = dict(os.environ)
+        env["CUDA_VISIBLE_DEVICES"] = gpu or ""
+        log = open_log(log_path, cmd, note=f"trial {name} (CUDA_VISIBLE_DEVICES={gpu or ''})")
+        try:
+            proc = subprocess.Popen(
+                list(cmd),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.cwd,
+                start_new_session=True,  # own process group: stopped as a whole
+            )
+        except OSError as err:
+            log.close()
+            raise UserError(
+                f"Could not start trial {name}: {err}; check python and train_script."
+            ) from None
+        if gpu is not None:
+            self._load[gpu] += 1
+        return Handle(
+            name=name,
+            started=time.monotonic(),
+            info={"pid": proc.pid, "gpu": gpu or "cpu"},
+            obj=proc,
+            log=log,
+            gpu=gpu,
+        )
+
+    def _release(self, handle: Handle) -> None:
+        if handle.gpu is not None and self._load.get(handle.gpu, 0) > 0:
+            self._load[handle.gpu] -= 1
+            handle.gpu = None
+        if handle.log is not None:
+            handle.log.close()
+            handle.log = None
+
+    def poll(self, handle: Handle) -> dict | None:
+        rc = handle.obj.poll()
+        if rc is None:
+            return None
+        stop_process_group(handle.obj, grace_s=0)  # workers the trainer left behind
+        self._release(handle)
+        return {"returncode": rc, "error": None}
+
+    def stop(self, handles: Sequence[Handle], grace_s: float = 10.0) -> None:
+        import signal
+
+        for h in handles:  # ask everyone first, then wait: total wait is one grace period
+            if h.obj.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(h.obj.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for h in handles:
+            stop_process_group(h.obj, grace_s=max(0.0, deadline - time.monotonic()))
+            self._release(h)
+
+
+class SlurmLauncher(Launcher):
+    """Cluster jobs through submitit; ``executor`` may be given (e.g. a ``LocalExecutor``)."""
+
+    name = "slurm"
+    poll_interval = 1.0
+
+    def __init__(
+        self,
+        folder: str,
+        slurm: Mapping[str, Any] | None = None,
+        cluster: str = "slurm",
+        executor: Any = None,
+        parallel: int | None = None,
+        cwd: str | None = None,
+    ):
+        try:
+            import submitit
+        except ImportError:
+            raise UserError(
+                "The slurm launcher needs submitit; install it with pip install 'detlab[slurm]'."
+            ) from None
+        opts = dict(slurm or {})
+        max_parallel = opts.pop("max_parallel", None)
+        self.capacity = max(1, parallel or max_parallel or 10_000)
+        self.cwd = cwd
+        if executor is None:
+            executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
+            executor.update_parameters(**_executor_parameters(opts, cluster))
+        self.executor = executor
+
+    def start(self, name: str, cmd: Sequence[str], log_path: str) -> Handle:
+        params = {"name": f"detlab-{name}"}
+        with contextlib.suppress(Exception):  # executors without a `name` parameter
+            self.executor.update_parameters(**params)
+        job = self.executor.submit(run_command, list(cmd), log_path, None, self.cwd)
+        return Handle(
+            name=name, started=time.monotonic(), info={"job_id": str(job.job_id)}, obj=job
+        )
+
+    def poll(self, handle: Handle) -> dict | None:
+        job = handle.obj
+        with contextlib.suppress(Exception):  # scheduler hiccup: keep the last known state
+            handle.info["job_state"] = str(job.state)
+        if not job.done():
+            return None
+        try:
+            result = job.result()
+            return {"returncode": int(result["returncode"]), "error": None}
+        except Exception as err:  # job crashed, was cancelled or timed out
+            first = str(err).strip().splitlines()
+            return {"returncode": -1, "error": first[-1] if first else type(err).__name__}
+
+    def stop(self, handles: Sequence[Handle], grace_s: float = 10.0) -> None:
+        for h in handles:
+            with contextlib.suppress(Exception):  # best effort; the job may have just ended
+                h.obj.cancel(check=False)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and not all(_done(h.obj) for h in handles):
+            time.sleep(0.2)
+
+
+def _done(job: Any) -> bool:
+    try:
+        return bool(job.done())
+    except Exception:
+        return True
+
+
+def _executor_parameters(opts: Mapping[str, Any], cluster: str) -> dict[str, Any]:
+    """Spec ``slurm:`` keys -> ``AutoExecutor.update_parameters`` arguments."""
+    out: dict[str, Any] = {}
+    generic = {"gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min"}
+    for key, value in opts.items():
+        if value is None:
+            continue
+        if key in generic:
+            out[key] = float(value) if key == "mem_gb" else int(value)
+        elif key == "partition":
+            out["slurm_partition"] = str(value)
+        elif key in ("account", "qos", "constraint"):
+            out[f"slurm_{key}"] = str(value)
+        elif key == "additional_parameters":
+            out["slurm_additional_parameters"] = dict(value)
+    if cluster != "slurm":  # other executors ignore slurm_* keys; drop them to avoid warnings
+        out = {k: v for k, v in out.items() if not k.startswith("slurm_")}
+        out.setdefault("timeout_min", 7 * 24 * 60)  # submitit's local default is 2 minutes
+    out["tasks_per_node"] = 1
+    out["nodes"] = 1
+    return out
+
+
+def build_launcher(
+    kind: str,
+    root: str,
+    gpus: Sequence[str] = (),
+    parallel: int | None = None,
+    slurm: Mapping[str, Any] | None = None,
+    cluster: str = "slurm",
+) -> Launcher:
+    """``"local"`` or ``"slurm"`` launcher for a sweep rooted at ``root``."""
+    if kind == "local":
+        return LocalLauncher(gpus=gpus, parallel=parallel)
+    if kind == "slurm":
+        return SlurmLauncher(
+            os.path.join(root, ".submitit"), slurm=slurm, cluster=cluster, parallel=parallel
+        )
+    raise UserError(f"Unknown launcher {kind!r}; use 'local' or 'slurm'.")

@@ -1,0 +1,125 @@
+"""The sweep leaderboard: ``leaderboard.md`` and ``leaderboard.csv`` in the sweep root.
+
+Rows are built from the state file and each trial's ``final_metrics.json``; sorting and
+rendering are :mod:`detlab.evaluation.leaderboard`'s, the same tables ``tools/eval.py
+--compare`` prints. Parameter values are shown as compact text (``0.0001``, ``2-3-4``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from detlab.sweep.spec import SweepSpec, Trial, format_value, short_keys
+from detlab.sweep.state import FINISHED, SweepState, atomic_write_text
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "leaderboard_columns",
+    "metric_column",
+    "read_final_metrics",
+    "trial_entries",
+    "write_leaderboard",
+]
+
+METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def metric_column(spec: SweepSpec) -> str:
+    """Leaderboard column of the ranking metric: ``bbox/APs`` -> ``APs``, ``segm/AP`` as is."""
+    task, key = spec.metric_key
+    return key if task == "bbox" else f"{task}/{key}"
+
+
+def read_final_metrics(output_dir: str) -> dict | None:
+    """``OUTPUT_DIR/final_metrics.json`` as a dict, or None if absent or unreadable."""
+    path = os.path.join(output_dir, "final_metrics.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _metric_value(metrics: dict, task: str, key: str) -> Any:
+    block = metrics.get(task)
+    if isinstance(block, dict) and key in block:
+        return block[key]
+    return metrics.get(f"{task}/{key}")  # flat form, e.g. from metrics.jsonl
+
+
+def trial_entries(spec: SweepSpec, trials: Sequence[Trial], state: SweepState) -> list[dict]:
+    """One flat leaderboard entry per trial (parameters, status, metrics, timing)."""
+    short = short_keys(list(spec.parameters))
+    task, key = spec.metric_key
+    mcol = metric_column(spec)
+    entries = []
+    for trial in trials:
+        rec = state.trials.get(trial.name, {})
+        entry: dict[str, Any] = {"name": trial.name}
+        for k, v in trial.params.items():
+            entry[short[k]] = format_value(v)
+        entry["status"] = rec.get("status", "pending")
+        metrics = rec.get("metrics") or {}
+        for col in METRIC_COLUMNS:
+            entry[col] = _metric_value(metrics, "bbox", col)
+        entry[mcol] = _metric_value(metrics, task, key)
+        entry["best_iteration"] = metrics.get("best_iteration")
+        wall = rec.get("wall_time")
+        entry["wall_time_s"] = round(float(wall), 1) if isinstance(wall, (int, float)) else None
+        entries.append(entry)
+    return entries
+
+
+def leaderboard_columns(spec: SweepSpec) -> list[str]:
+    """``rank, name, <params>, status, AP..APl, [metric], best_iteration, wall_time_s``."""
+    short = short_keys(list(spec.parameters))
+    cols = ["rank", "name", *short.values(), "status", *METRIC_COLUMNS]
+    mcol = metric_column(spec)
+    if mcol not in cols:
+        cols.append(mcol)
+    return [*cols, "best_iteration", "wall_time_s"]
+
+
+def write_leaderboard(
+    spec: SweepSpec, trials: Sequence[Trial], state: SweepState, root: str
+) -> list[dict]:
+    """Rank the trials by the spec's metric and (re)write the two leaderboard files."""
+    from detlab.evaluation.leaderboard import leaderboard_rows, to_markdown, write_csv
+
+    rows = leaderboard_rows(
+        trial_entries(spec, trials, state), metric=metric_column(spec), mode=spec.mode
+    )
+    columns = leaderboard_columns(spec)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    legend = "\n".join(f"- `{col}` = `{k}`" for k, col in short_keys(list(spec.parameters)).items())
+    text = (
+        f"# Sweep leaderboard: {os.path.basename(spec.path)}\n\n"
+        f"Ranked by `{spec.metric}` ({spec.mode}); {len(rows)} trials: {summary}. "
+        f"Updated {time.strftime('%Y-%m-%d %H:%M:%S')}. Metrics in percent, wall time in s.\n\n"
+        f"{to_markdown(rows, columns)}\nParameters:\n{legend}\n"
+    )
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        text += "\nFailed trials (see `<trial>/run.log`): "
+        text += ", ".join(r["name"] for r in failed) + ".\n"
+    atomic_write_text(os.path.join(root, "leaderboard.md"), text)
+    tmp = os.path.join(root, ".leaderboard.csv.tmp")
+    write_csv(rows, columns, tmp)
+    os.replace(tmp, os.path.join(root, "leaderboard.csv"))
+    return rows
+
+
+def best_row(rows: Sequence[dict]) -> dict | None:
+    """The first ranked, finished row, if any."""
+    for row in rows:
+        if row.get("rank") is not None and row.get("status") == FINISHED:
+            return row
+    return None

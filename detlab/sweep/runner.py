@@ -1,0 +1,386 @@
+"""Running a sweep: plan and check every trial, launch them, keep state and the leaderboard.
+
+:func:`plan_sweep` expands a spec into trials, builds each trial's exact ``train_net.py``
+command (``--config-file BASE`` + fixed overrides + parameters + ``OUTPUT_DIR``) and checks
+every trial's full config with :func:`detlab.config.load_config` before anything starts, so
+an unknown key fails naming the key. :func:`run_sweep` then runs the trials through a
+launcher, at most ``launcher.capacity`` at a time. A trial that fails is recorded with the tail
+of its log and the others go on; a finished trial is skipped when the sweep runs again
+(``retry_failed`` re-runs failed ones; interrupted ones always re-run, with ``--resume`` when
+they left a checkpoint). SIGINT/SIGTERM stop the running trials (their process groups or jobs)
+and leave a consistent state file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detlab.sweep.job import tail
+from detlab.sweep.launchers import Handle, Launcher
+from detlab.sweep.report import best_row, read_final_metrics, write_leaderboard
+from detlab.sweep.spec import (
+    SweepSpec,
+    Trial,
+    expand_trials,
+    format_value,
+    override_tokens,
+    parameter_combinations,
+)
+from detlab.sweep.state import FINISHED, SweepState, sweep_lock
+from detlab.utils.errors import ConfigError, UserError
+
+__all__ = [
+    "PlannedTrial",
+    "SweepInterrupted",
+    "SweepOutcome",
+    "plan_sweep",
+    "print_dry_run",
+    "resolve_train_script",
+    "run_sweep",
+]
+
+LOG_NAME = "run.log"
+TAIL_LINES = 20
+
+
+class SweepInterrupted(Exception):
+    """The sweep was stopped by a signal; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"sweep stopped by signal {signum}")
+        self.signum = signum
+
+
+@dataclass
+class PlannedTrial:
+    """A trial with its output directory, log file and command (without ``--resume``)."""
+
+    trial: Trial
+    output_dir: str
+    log_path: str
+    cmd: list[str]
+
+    def command(self, resume: bool = False) -> list[str]:
+        if not resume:
+            return list(self.cmd)
+        i = self.cmd.index("--config-file")
+        return [*self.cmd[:i], "--resume", *self.cmd[i:]]
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep run ended with: leaderboard rows and the best trial."""
+
+    rows: list[dict]
+    counts: dict[str, int]
+    best_name: str | None = None
+    best_config: str | None = None
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def resolve_train_script(spec: SweepSpec) -> str:
+    """``spec.train_script`` or ``tools/train_net.py`` next to the ``detlab`` package."""
+    if spec.train_script:
+        path = spec.train_script
+        if not os.path.isfile(path):
+            raise UserError(f"Sweep spec {spec.path}: train_script {path} does not exist.")
+        return path
+    import detlab
+
+    candidates = [
+        Path(detlab.__file__).resolve().parents[1] / "tools" / "train_net.py",
+        Path.cwd() / "tools" / "train_net.py",
+    ]
+    for path in candidates:
+        if path.is_file():
+            return str(path)
+    raise UserError(
+        f"Cannot find tools/train_net.py (looked in {candidates[0].parent}); set train_script "
+        f"in {spec.path}."
+    )
+
+
+def plan_sweep(spec: SweepSpec, validate: bool = True) -> list[PlannedTrial]:
+    """Trials of ``spec`` with their commands; ``validate`` checks every full config first."""
+    from detlab.config import load_config
+
+    fixed = override_tokens(spec.fixed)
+
+    def check(opts: list[str], what: str) -> None:
+        try:
+            load_config(spec.base_config, opts)
+        except ConfigError as err:
+            raise ConfigError(f"Sweep spec {spec.path}, {what}: {err}".rstrip(".") + ".") from None
+
+    if validate:  # keys first, so a misspelt key is named before anything else can fail
+        first = parameter_combinations(spec)[:1]
+        check([*fixed, *override_tokens(first[0] if first else {})], "parameters")
+    trials = expand_trials(spec)
+    script = resolve_train_script(spec)
+    python = spec.python or sys.executable
+    planned = []
+    for trial in trials:
+        out_dir = os.path.join(spec.output_root, trial.name)
+        opts = [*fixed, *override_tokens(trial.params), "OUTPUT_DIR", out_dir]
+        if validate:
+            check(opts, f"trial {trial.name}")
+        cmd = [python, script, "--config-file", spec.base_config, *opts]
+        planned.append(PlannedTrial(trial, out_dir, os.path.join(out_dir, LOG_NAME), cmd))
+    return planned
+
+
+def _same_params(record: dict, trial: Trial) -> bool:
+    stored = record.get("params")
+    return stored is None or stored == json.loads(json.dumps(trial.params))
+
+
+def _has_checkpoint(output_dir: str) -> bool:
+    return os.path.isfile(os.path.join(output_dir, "last_checkpoint"))
+
+
+def print_dry_run(
+    spec: SweepSpec,
+    planned: Sequence[PlannedTrial],
+    launcher: Launcher,
+    retry_failed: bool = False,
+    out: Callable[[str], None] = print,
+) -> None:
+    """Print every trial, whether it would run, and its exact command; start nothing."""
+    state = SweepState.load(spec.output_root)
+    out(
+        f"Sweep {spec.path}: {len(planned)} trials ({spec.method}), launcher {launcher.name}, "
+        f"{launcher.capacity} at a time, ranked by {spec.metric} ({spec.mode}), "
+        f"root {spec.output_root}"
+    )
+    slot = 0
+    for p in planned:
+        rec = state.trials.get(p.trial.name, {})
+        action, resume = _action(rec, p, retry_failed)
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in p.trial.params.items())
+        out(f"[{p.trial.index}] {p.trial.name} ({params}): {action}")
+        if action == "skip":
+            continue
+        env = launcher.env_preview(slot)
+        slot = (slot + 1) % launcher.capacity
+        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        cmd = shlex.join(p.command(resume))
+        out(f"    {prefix + ' ' if prefix else ''}{cmd} > {shlex.quote(p.log_path)} 2>&1")
+
+
+def _action(record: dict, p: PlannedTrial, retry_failed: bool) -> tuple[str, bool]:
+    """``("skip"|"run"|"resume"|"retry", resume?)`` for a trial given its state record."""
+    status = record.get("status", "pending")
+    if not _same_params(record, p.trial):
+        return "run", False
+    if status == FINISHED:
+        return "skip", False
+    if status == "failed":
+        return ("retry", False) if retry_failed else ("skip", False)
+    if status in ("running", "interrupted") and _has_checkpoint(p.output_dir):
+        return "resume", True
+    return "run", False
+
+
+class _Signals:
+    """Turns SIGINT/SIGTERM into a flag while a sweep runs (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    launcher: Launcher,
+    planned: Sequence[PlannedTrial] | None = None,
+    *,
+    retry_failed: bool = False,
+    out: Callable[[str], None] = print,
+    poll_interval: float | None = None,
+    grace_s: float = 10.0,
+) -> SweepOutcome:
+    """Run the trials that are not finished yet; return the final leaderboard.
+
+    Raises :class:`SweepInterrupted` after a SIGINT/SIGTERM has stopped the running trials.
+    """
+    planned = list(planned) if planned is not None else plan_sweep(spec)
+    trials = [p.trial for p in planned]
+    root = spec.output_root
+    with sweep_lock(root):
+        state = SweepState.load(root)
+        state.meta.update(
+            spec=spec.path, base_config=spec.base_config, metric=spec.metric, mode=spec.mode
+        )
+        queue: list[tuple[PlannedTrial, bool]] = []
+        skipped: list[str] = []
+        for p in planned:
+            rec = state.record(p.trial.name)
+            if not _same_params(rec, p.trial):
+                out(f"{p.trial.name}: parameters changed since the last run; running it again.")
+                state.trials[p.trial.name] = rec = {"status": "pending"}
+            action, resume = _action(rec, p, retry_failed)
+            rec.update(params=p.trial.params, index=p.trial.index, output_dir=p.output_dir)
+            if action == "skip":
+                skipped.append(p.trial.name)
+            else:
+                if rec.get("status") == "running":
+                    rec["status"] = "interrupted"  # a previous sweep died while it ran
+                queue.append((p, resume))
+        state.save()
+        write_leaderboard(spec, trials, state, root)
+        if skipped:
+            out(f"Skipping {len(skipped)} finished or failed trial(s): {', '.join(skipped)}")
+        ran = [p.trial.name for p, _ in queue]
+
+        running: dict[str, tuple[Handle, PlannedTrial, bool]] = {}
+        with _Signals() as signals:
+            try:
+                while queue or running:
+                    if signals.signum is not None:
+                        raise SweepInterrupted(signals.signum)
+                    while queue and len(running) < launcher.capacity:
+                        p, resume = queue.pop(0)
+                        _start(p, resume, launcher, state, running, out)
+                    for name, (handle, p, resume) in list(running.items()):
+                        result = launcher.poll(handle)
+                        if result is None:
+                            if handle.info != state.trials[name].get("launch"):
+                                state.update(name, launch=dict(handle.info))
+                            continue
+                        del running[name]
+                        _finish(spec, p, handle, result, resume, state, out)
+                        write_leaderboard(spec, trials, state, root)
+                    if running or queue:
+                        time.sleep(poll_interval or launcher.poll_interval)
+            except BaseException as err:
+                if running:
+                    why = "stopping" if isinstance(err, SweepInterrupted) else "error; stopping"
+                    out(f"Sweep {why} {len(running)} running trial(s)...")
+                    launcher.stop([h for h, _, _ in running.values()], grace_s=grace_s)
+                    for name, (handle, _p, resume) in running.items():
+                        wall = _wall(state.trials[name], handle, resume)
+                        state.trials[name].update(status="interrupted", wall_time=wall)
+                    state.save()
+                    write_leaderboard(spec, trials, state, root)
+                raise
+            finally:
+                launcher.close()
+
+        rows = write_leaderboard(spec, trials, state, root)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    best = best_row(rows)
+    outcome = SweepOutcome(rows=rows, counts=counts, ran=ran, skipped=skipped)
+    if best is not None:
+        outcome.best_name = best["name"]
+        out_dir = os.path.join(root, best["name"])
+        resolved = os.path.join(out_dir, "config.yaml")
+        outcome.best_config = resolved if os.path.isfile(resolved) else spec.base_config
+    return outcome
+
+
+def _wall(record: dict, handle: Handle, resume: bool) -> float:
+    previous = record.get("wall_time_before", 0.0) if resume else 0.0
+    return float(previous) + time.monotonic() - handle.started
+
+
+def _start(
+    p: PlannedTrial,
+    resume: bool,
+    launcher: Launcher,
+    state: SweepState,
+    running: dict,
+    out: Callable[[str], None],
+) -> None:
+    os.makedirs(p.output_dir, exist_ok=True)
+    rec = state.record(p.trial.name)
+    before = rec.get("wall_time") if resume else None
+    handle = launcher.start(p.trial.name, p.command(resume), p.log_path)
+    running[p.trial.name] = (handle, p, resume)
+    attempts = int(rec.get("attempts", 0)) + 1
+    state.update(
+        p.trial.name,
+        status="running",
+        attempts=attempts,
+        launch=dict(handle.info),
+        wall_time_before=float(before or 0.0),
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        error=None,
+        log_tail=None,
+    )
+    where = ", ".join(f"{k} {v}" for k, v in handle.info.items())
+    verb = "resuming" if resume else "started"
+    out(f"{p.trial.name}: {verb} ({where}); log {p.log_path}")
+
+
+def _finish(
+    spec: SweepSpec,
+    p: PlannedTrial,
+    handle: Handle,
+    result: dict,
+    resume: bool,
+    state: SweepState,
+    out: Callable[[str], None],
+) -> None:
+    name = p.trial.name
+    rec = state.trials[name]
+    wall = _wall(rec, handle, resume)
+    rc = result["returncode"]
+    metrics = read_final_metrics(p.output_dir) if rc == 0 else None
+    if rc == 0 and metrics is not None:
+        state.update(
+            name,
+            status=FINISHED,
+            returncode=rc,
+            wall_time=wall,
+            metrics=metrics,
+            launch=dict(handle.info),
+        )
+        task, key = spec.metric_key
+        block = metrics.get(task) if isinstance(metrics.get(task), dict) else {}
+        value = block.get(key) if block else None
+        shown = f"{value:.2f}" if isinstance(value, (int, float)) else "n/a"
+        out(f"{name}: done in {wall:.1f} s, {task}/{key} = {shown}")
+        return
+    if rc == 0:
+        error = "exited 0 but wrote no readable final_metrics.json"
+    elif result.get("error"):
+        error = str(result["error"])
+    else:
+        error = f"exited with status {rc}"
+    log_tail = tail(p.log_path, TAIL_LINES)
+    state.update(
+        name,
+        status="failed",
+        returncode=rc,
+        wall_time=wall,
+        error=error,
+        log_tail=log_tail,
+        launch=dict(handle.info),
+    )
+    indented = "\n".join("    " + line for line in log_tail.splitlines()) or "    (log is empty)"
+    out(f"{name}: FAILED ({error}); last lines of {p.log_path}:\n{indented}")

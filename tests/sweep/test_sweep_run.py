@@ -1,0 +1,176 @@
+"""End-to-end sweeps with the stand-in trainer: grid, failures, re-runs, dry run, bad keys."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from detlab.sweep import LocalLauncher, load_spec, run_sweep
+from detlab.sweep.cli import main
+
+
+def _expected(lr: float, clip: float) -> dict:
+    return {"AP": 100 * lr + clip, "APs": 10 * clip - 1000 * lr}
+
+
+def _csv(root) -> list[dict]:
+    with open(os.path.join(root, "leaderboard.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_grid_2x2_completes_with_sorted_leaderboard(make_spec, capsys):
+    spec_path = make_spec()
+    assert main([str(spec_path), "--parallel", "2"]) == 0
+    out = capsys.readouterr().out
+
+    rows = _csv(make_spec.root)
+    assert len(rows) == 4
+    assert {r["status"] for r in rows} == {"done"}
+    # Independent reference: the stand-in's formula over the grid, sorted by APs (max first).
+    grid = [(lr, clip) for lr in (0.01, 0.02) for clip in (0.5, 1.0)]
+    want = sorted(grid, key=lambda p: _expected(*p)["APs"], reverse=True)
+    got = [(float(r["BASE_LR"]), float(r["CLIP_VALUE"])) for r in rows]
+    assert got == want
+    for r, (lr, clip) in zip(rows, want, strict=True):
+        assert float(r["APs"]) == pytest.approx(_expected(lr, clip)["APs"], abs=1e-4)
+        assert float(r["AP"]) == pytest.approx(_expected(lr, clip)["AP"], abs=1e-4)
+        assert r["best_iteration"] == "10"
+        assert float(r["wall_time_s"]) >= 0
+    assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4]
+
+    md = (make_spec.root / "leaderboard.md").read_text()
+    assert md.index(rows[0]["name"]) < md.index(rows[-1]["name"])
+    best_cfg = make_spec.root / rows[0]["name"] / "config.yaml"
+    assert f"config: {best_cfg}" in out
+    # Each trial ran with its own OUTPUT_DIR, log and the fixed override.
+    for r in rows:
+        trial_dir = make_spec.root / r["name"]
+        assert (trial_dir / "run.log").read_text().count("training in") == 1
+        cfg_text = (trial_dir / "config.yaml").read_text()
+        assert f"OUTPUT_DIR: {trial_dir}" in cfg_text
+    state = json.loads((make_spec.root / "sweep_state.json").read_text())
+    assert {t["status"] for t in state["trials"].values()} == {"done"}
+
+
+def test_failing_trial_is_reported_and_others_go_on(make_spec, capsys):
+    spec_path = make_spec(
+        parameters={
+            "SOLVER.BASE_LR": [0.01, 0.9],  # 0.9 makes the stand-in fail
+            "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": [0.5, 1.0],
+        }
+    )
+    assert main([str(spec_path), "--parallel", "2"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("FAILED") == 2
+    assert "FloatingPointError: loss became NaN" in out
+
+    rows = _csv(make_spec.root)
+    assert [r["status"] for r in rows] == ["done", "done", "failed", "failed"]
+    assert all(r["APs"] == "" for r in rows[2:])
+    state = json.loads((make_spec.root / "sweep_state.json").read_text())
+    failed = [t for t in state["trials"].values() if t["status"] == "failed"]
+    assert len(failed) == 2
+    for t in failed:
+        assert t["returncode"] == 1
+        assert "FloatingPointError" in t["log_tail"]
+    assert "Failed trials" in (make_spec.root / "leaderboard.md").read_text()
+
+
+def test_rerun_skips_finished_and_retries_failed_on_request(make_spec, capsys):
+    spec_path = make_spec(
+        parameters={
+            "SOLVER.BASE_LR": [0.01, 0.9],
+            "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": [0.5, 1.0],
+        }
+    )
+    main([str(spec_path), "--parallel", "2"])
+    assert len(make_spec.read_calls()) == 4
+
+    capsys.readouterr()
+    assert main([str(spec_path)]) == 1  # nothing new runs; the failed trials stay failed
+    assert len(make_spec.read_calls()) == 4
+    assert "Skipping 4" in capsys.readouterr().out
+
+    assert main([str(spec_path), "--retry-failed"]) == 1  # they fail again, but did run
+    calls = make_spec.read_calls()
+    assert len(calls) == 6
+    assert {os.path.basename(c["output_dir"]) for c in calls[4:]} == {
+        "lr0.9_clip0.5",
+        "lr0.9_clip1",
+    }
+    state = json.loads((make_spec.root / "sweep_state.json").read_text())
+    assert state["trials"]["lr0.9_clip1"]["attempts"] == 2
+    assert state["trials"]["lr0.01_clip1"]["attempts"] == 1
+
+
+def test_dry_run_prints_commands_without_running(make_spec, capsys):
+    spec_path = make_spec()
+    assert main([str(spec_path), "--dry-run", "--gpus", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert not make_spec.calls.exists()
+    assert not (make_spec.root / "sweep_state.json").exists()
+    commands = [line for line in out.splitlines() if "--config-file" in line]
+    assert len(commands) == 4
+    assert [c.split()[0] for c in commands] == [
+        "CUDA_VISIBLE_DEVICES=0",
+        "CUDA_VISIBLE_DEVICES=1",
+    ] * 2
+    for c in commands:
+        assert "SOLVER.BASE_LR" in c and "SOLVER.CLIP_GRADIENTS.CLIP_VALUE" in c
+        assert "SOLVER.CLIP_GRADIENTS.ENABLED True" in c
+        assert f"OUTPUT_DIR {make_spec.root}" in c
+
+
+def test_unknown_config_key_fails_before_any_trial(make_spec, capsys):
+    spec_path = make_spec(
+        parameters={
+            "SOLVER.BASE_LR": [0.01, 0.02],
+            "SOLVER.CLIP_GRADIENTS.CLIP_VALUES": [0.5, 1.0],
+        }
+    )
+    assert main([str(spec_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "SOLVER.CLIP_GRADIENTS.CLIP_VALUES" in err
+    assert "did you mean SOLVER.CLIP_GRADIENTS.CLIP_VALUE" in err
+    assert not make_spec.calls.exists()
+    assert not make_spec.root.exists()
+
+
+def test_bad_value_type_in_fixed_fails_before_any_trial(make_spec, capsys):
+    spec_path = make_spec(fixed={"SOLVER": {"MAX_ITER": "ten"}})
+    assert main([str(spec_path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "SOLVER.MAX_ITER" in err and "expects int" in err
+    assert not make_spec.calls.exists()
+
+
+def test_gpu_pinning_one_gpu_per_trial_or_cpu(make_spec):
+    spec = load_spec(make_spec())
+    run_sweep(spec, LocalLauncher(gpus=["3", "5"], parallel=2), out=lambda s: None)
+    cuda = [c["cuda"] for c in make_spec.read_calls()]
+    assert len(cuda) == 4 and set(cuda) == {"3", "5"}  # both GPUs used, one index each
+    spec = load_spec(make_spec(), output_root=str(make_spec.root) + "_cpu")
+    make_spec.calls.unlink()
+    run_sweep(spec, LocalLauncher(), out=lambda s: None)
+    assert [c["cuda"] for c in make_spec.read_calls()] == [""] * 4
+
+
+def test_sweep_sh_wrapper_runs_module(make_spec):
+    spec_path = make_spec()
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "sweep.sh")
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(
+        ["bash", script, str(spec_path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("--config-file") == 4
