@@ -60,6 +60,11 @@ class Launcher:
     def stop(self, handles: Sequence[Handle], grace_s: float = 10.0) -> None:
         raise NotImplementedError
 
+    def reattach(self, name: str, info: Mapping[str, Any], elapsed: float) -> Handle | None:
+        """A handle on a trial an earlier sweep started (from its ``launch`` record), if the
+        launcher can still follow it; None means it must be started again."""
+        return None
+
     def close(self) -> None:
         """Release resources once the sweep ends."""
 
@@ -176,6 +181,7 @@ class SlurmLauncher(Launcher):
             executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
             executor.update_parameters(**_executor_parameters(opts, cluster))
         self.executor = executor
+        self.cluster = getattr(executor, "cluster", cluster)
 
     def start(self, name: str, cmd: Sequence[str], log_path: str) -> Handle:
         params = {"name": f"detlab-{name}"}
@@ -198,6 +204,25 @@ class SlurmLauncher(Launcher):
         except Exception as err:  # job crashed, was cancelled or timed out
             first = str(err).strip().splitlines()
             return {"returncode": -1, "error": first[-1] if first else type(err).__name__}
+
+    def reattach(self, name: str, info: Mapping[str, Any], elapsed: float) -> Handle | None:
+        """Follow a job submitted by an earlier sweep run (e.g. after the sweep was killed).
+
+        Slurm jobs are looked up by id; a local-executor job only if it has already finished
+        (its controller process cannot be followed from another sweep process).
+        """
+        job_id = info.get("job_id")
+        inner = getattr(self.executor, "_executor", self.executor)
+        job_class = getattr(inner, "job_class", None)
+        if not job_id or job_class is None:
+            return None
+        try:
+            job = job_class(folder=self.executor.folder, job_id=str(job_id))
+            if self.cluster != "slurm" and str(job.state) != "FINISHED":
+                return None
+        except Exception:  # unknown to the scheduler: start the trial again
+            return None
+        return Handle(name=name, started=time.monotonic() - elapsed, info=dict(info), obj=job)
 
     def stop(self, handles: Sequence[Handle], grace_s: float = 10.0) -> None:
         for h in handles:

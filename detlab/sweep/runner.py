@@ -192,7 +192,7 @@ def _action(record: dict, p: PlannedTrial, retry_failed: bool) -> tuple[str, boo
 
 
 class _Signals:
-    """Turns SIGINT/SIGTERM into a flag while a sweep runs (main thread only)."""
+    """Turns SIGINT/SIGTERM/SIGHUP into a flag while a sweep runs (main thread only)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -200,7 +200,7 @@ class _Signals:
 
     def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -236,6 +236,7 @@ def run_sweep(
         )
         queue: list[tuple[PlannedTrial, bool]] = []
         skipped: list[str] = []
+        running: dict[str, tuple[Handle, PlannedTrial, bool]] = {}
         for p in planned:
             rec = state.record(p.trial.name)
             if not _same_params(rec, p.trial):
@@ -245,17 +246,21 @@ def run_sweep(
             rec.update(params=p.trial.params, index=p.trial.index, output_dir=p.output_dir)
             if action == "skip":
                 skipped.append(p.trial.name)
-            else:
-                if rec.get("status") == "running":
-                    rec["status"] = "interrupted"  # a previous sweep died while it ran
-                queue.append((p, resume))
+                continue
+            if rec.get("status") == "running":  # an earlier sweep died while this trial ran
+                elapsed = time.time() - float(rec.get("started_epoch") or time.time())
+                handle = launcher.reattach(p.trial.name, rec.get("launch") or {}, elapsed)
+                if handle is not None:
+                    out(f"{p.trial.name}: following {handle.info} started by an earlier run")
+                    running[p.trial.name] = (handle, p, False)
+                    continue
+                rec["status"] = "interrupted"
+            queue.append((p, resume))
         state.save()
         write_leaderboard(spec, trials, state, root)
         if skipped:
             out(f"Skipping {len(skipped)} finished or failed trial(s): {', '.join(skipped)}")
         ran = [p.trial.name for p, _ in queue]
-
-        running: dict[str, tuple[Handle, PlannedTrial, bool]] = {}
         with _Signals() as signals:
             try:
                 while queue or running:
@@ -329,6 +334,7 @@ def _start(
         launch=dict(handle.info),
         wall_time_before=float(before or 0.0),
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        started_epoch=time.time(),
         error=None,
         log_tail=None,
     )

@@ -130,3 +130,36 @@ def test_slurm_launcher_through_submitit_local_executor(make_spec):
     failed = state["trials"]["lr0.9_clip0.5"]
     assert failed["returncode"] == 1 and "FloatingPointError" in failed["log_tail"]
     assert (make_spec.root / "leaderboard.csv").read_text().count("\n") == 3
+
+
+def test_rerun_follows_a_job_an_earlier_sweep_submitted(make_spec):
+    """A sweep killed hard leaves 'running' jobs; the next run follows them, not re-submits."""
+    from detlab.sweep import plan_sweep
+
+    spec = load_spec(
+        make_spec(parameters={"SOLVER.BASE_LR": [0.01], "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": [0.5]})
+    )
+    (planned,) = plan_sweep(spec)
+    first = SlurmLauncher(str(make_spec.root / ".submitit"), cluster="local")
+    handle = first.start(planned.trial.name, planned.cmd, planned.log_path)
+    deadline = time.monotonic() + 60
+    while first.poll(handle) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    SweepState(
+        str(make_spec.root),
+        {
+            planned.trial.name: {
+                "status": "running",
+                "params": planned.trial.params,
+                "launch": dict(handle.info),
+                "started_epoch": time.time() - 5,
+            }
+        },
+    ).save()
+
+    second = SlurmLauncher(str(make_spec.root / ".submitit"), cluster="local")
+    outcome = run_sweep(spec, second, out=lambda s: None)
+    assert outcome.counts == {"done": 1}
+    assert len(make_spec.read_calls()) == 1  # not submitted again
+    state = SweepState.load(str(make_spec.root))
+    assert state.trials[planned.trial.name]["wall_time"] >= 5
