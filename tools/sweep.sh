@@ -6,4 +6,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="${root}${PYTHONPATH:+:${PYTHONPATH}}"
-exec "${PYTHON:-python}" -m detlab.sweep "$@"
+python="${PYTHON:-$(command -v python || command -v python3)}"
+exec "${python}" -m detlab.sweep "$@"

@@ -139,9 +139,16 @@ def plan_sweep(spec: SweepSpec, validate: bool = True) -> list[PlannedTrial]:
     return planned
 
 
-def _same_params(record: dict, trial: Trial) -> bool:
-    stored = record.get("params")
-    return stored is None or stored == json.loads(json.dumps(trial.params))
+def _config_args(p: PlannedTrial) -> list[str]:
+    """The part of a trial's command that defines its config: ``--config-file BASE KEY V ...``."""
+    return p.cmd[p.cmd.index("--config-file") :]
+
+
+def _same_config(record: dict, p: PlannedTrial) -> bool:
+    """False if the record was made for other parameters, fixed overrides or base config."""
+    if record.get("params") not in (None, json.loads(json.dumps(p.trial.params))):
+        return False
+    return record.get("config_args") in (None, _config_args(p))
 
 
 def _has_checkpoint(output_dir: str) -> bool:
@@ -180,7 +187,7 @@ def print_dry_run(
 def _action(record: dict, p: PlannedTrial, retry_failed: bool) -> tuple[str, bool]:
     """``("skip"|"run"|"resume"|"retry", resume?)`` for a trial given its state record."""
     status = record.get("status", "pending")
-    if not _same_params(record, p.trial):
+    if not _same_config(record, p):
         return "run", False
     if status == FINISHED:
         return "skip", False
@@ -239,11 +246,16 @@ def run_sweep(
         running: dict[str, tuple[Handle, PlannedTrial, bool]] = {}
         for p in planned:
             rec = state.record(p.trial.name)
-            if not _same_params(rec, p.trial):
-                out(f"{p.trial.name}: parameters changed since the last run; running it again.")
+            if not _same_config(rec, p):
+                out(f"{p.trial.name}: its config changed since the last run; running it again.")
                 state.trials[p.trial.name] = rec = {"status": "pending"}
             action, resume = _action(rec, p, retry_failed)
-            rec.update(params=p.trial.params, index=p.trial.index, output_dir=p.output_dir)
+            rec.update(
+                params=p.trial.params,
+                index=p.trial.index,
+                output_dir=p.output_dir,
+                config_args=_config_args(p),
+            )
             if action == "skip":
                 skipped.append(p.trial.name)
                 continue
@@ -266,9 +278,13 @@ def run_sweep(
                 while queue or running:
                     if signals.signum is not None:
                         raise SweepInterrupted(signals.signum)
+                    started = False
                     while queue and len(running) < launcher.capacity:
                         p, resume = queue.pop(0)
                         _start(p, resume, launcher, state, running, out)
+                        started = True
+                    if started:
+                        write_leaderboard(spec, trials, state, root)
                     for name, (handle, p, resume) in list(running.items()):
                         result = launcher.poll(handle)
                         if result is None:
@@ -322,6 +338,9 @@ def _start(
     out: Callable[[str], None],
 ) -> None:
     os.makedirs(p.output_dir, exist_ok=True)
+    metrics_file = os.path.join(p.output_dir, "final_metrics.json")
+    if os.path.exists(metrics_file):  # never mistake an earlier attempt's result for this one's
+        os.replace(metrics_file, os.path.join(p.output_dir, "final_metrics.previous.json"))
     rec = state.record(p.trial.name)
     before = rec.get("wall_time") if resume else None
     handle = launcher.start(p.trial.name, p.command(resume), p.log_path)

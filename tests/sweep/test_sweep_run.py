@@ -174,3 +174,21 @@ def test_sweep_sh_wrapper_runs_module(make_spec):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("--config-file") == 4
+
+
+def test_changed_fixed_overrides_rerun_finished_trials(make_spec, capsys):
+    main([str(make_spec(parameters={"SOLVER.BASE_LR": [0.01, 0.02]}, name_template=None))])
+    assert len(make_spec.read_calls()) == 2
+    main([str(make_spec(parameters={"SOLVER.BASE_LR": [0.01, 0.02]}, name_template=None))])
+    assert len(make_spec.read_calls()) == 2  # same spec: skipped
+    spec = make_spec(
+        parameters={"SOLVER.BASE_LR": [0.01, 0.02]},
+        name_template=None,
+        fixed={"SOLVER.CLIP_GRADIENTS.CLIP_VALUE": 2.0},
+    )
+    assert main([str(spec)]) == 0
+    assert len(make_spec.read_calls()) == 4
+    assert "config changed since the last run" in capsys.readouterr().out
+    rows = _csv(make_spec.root)
+    assert sorted(float(r["AP"]) for r in rows) == pytest.approx([3.0, 4.0])  # 100*lr + 2
+    assert (make_spec.root / rows[0]["name"] / "final_metrics.previous.json").exists()
