@@ -15,6 +15,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from detlab.utils.errors import UserError
 
 __all__ = [
@@ -25,6 +27,12 @@ __all__ = [
 ]
 
 
+try:  # orjson parses large result files about 1.5x faster; the stdlib parser is the fallback
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - depends on the environment
+    _loads = json.loads
+
+
 def load_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """``json.load`` with one-sentence errors: missing file, or the position of a syntax error."""
     path = os.fspath(path)
@@ -32,7 +40,7 @@ def load_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise UserError(f"The {what} {path} does not exist; check the path.")
     try:
         with open(path, "rb") as f:
-            return json.loads(f.read())
+            return _loads(f.read())
     except json.JSONDecodeError as err:
         raise UserError(
             f"The {what} {path} is not valid JSON at line {err.lineno}, column {err.colno} "
@@ -128,15 +136,16 @@ def load_predictions(
 ) -> list[dict]:
     """Checked COCO detection results (XYWH boxes, one dict per box) against ``gt``.
 
-    Returns new dicts with float ``bbox``/``score``, ``area`` = w·h, ``iscrowd`` 0 and a
-    1-based ``id`` (what COCO's ``loadRes`` adds). Raises UserError naming a few unknown
-    image/category ids, or the first record whose bbox is not four finite numbers.
+    Returns the records with ``area`` = w·h, ``iscrowd`` 0 and a 1-based ``id`` added (what
+    COCO's ``loadRes`` adds); records passed in memory are copied, not modified. Raises
+    UserError naming a few unknown image/category ids, or the first record whose bbox is not
+    four finite numbers.
     """
     if isinstance(pred, (str, os.PathLike)):
-        src = os.fspath(pred)
+        src, owned = os.fspath(pred), True
         data = load_json_file(pred, "predictions file")
     else:
-        src, data = "predictions", pred
+        src, data, owned = "predictions", pred, False
     if isinstance(data, Mapping) and isinstance(data.get("annotations"), list):
         data = data["annotations"]  # a COCO-style dict of results is accepted too
     if not isinstance(data, (list, tuple)):
@@ -147,12 +156,61 @@ def load_predictions(
         )
     img_ids = {img["id"] for img in gt["images"]}
     cat_ids = {cat["id"] for cat in gt["categories"]}
-    out: list[dict] = []
-    bad_img: dict[Any, None] = {}
-    bad_cat: dict[Any, None] = {}
+    if not all(isinstance(det, dict) for det in data):
+        i = next(i for i, det in enumerate(data) if not isinstance(det, dict))
+        raise UserError(f"The {src}: record {i} is a {type(data[i]).__name__}, not an object.")
+    boxes = _box_array([det.get("bbox") for det in data])
+    scores = _score_array([det.get("score", 1.0) for det in data])
+    if boxes is None or scores is None:
+        _raise_first_bad_record(data, src)
+    bad_img = {det.get("image_id") for det in data} - img_ids
+    bad_cat = {det.get("category_id") for det in data} - cat_ids
+    if bad_img or bad_cat:
+        parts = []
+        if bad_img:
+            parts.append(f"image ids not in the ground truth: {_few(sorted(bad_img, key=str))}")
+        if bad_cat:
+            parts.append(f"category ids not in the ground truth: {_few(sorted(bad_cat, key=str))}")
+        raise UserError(
+            f"The {src} has {' and '.join(parts)}; predictions must use the ground truth's "
+            "image and category ids."
+        )
+    # A file's records are ours to complete in place; caller-owned records are copied first.
+    records = data if owned else [dict(det) for det in data]
+    areas = (boxes[:, 2] * boxes[:, 3]).tolist()
+    for i, det in enumerate(records):
+        det["area"] = areas[i]
+        det["iscrowd"] = 0
+        det["id"] = i + 1
+        det.setdefault("score", 1.0)
+    return list(records)
+
+
+def _box_array(boxes: list[Any]) -> np.ndarray | None:
+    """N×4 float array of finite numbers, or None when any record is malformed."""
+    try:
+        arr = np.asarray(boxes) if boxes else np.zeros((0, 4))
+    except (ValueError, TypeError):
+        return None
+    if arr.ndim != 2 or arr.shape[1] != 4 or arr.dtype.kind not in "iuf":
+        return None
+    arr = arr.astype(np.float64, copy=False)
+    return arr if np.isfinite(arr).all() else None
+
+
+def _score_array(scores: list[Any]) -> np.ndarray | None:
+    try:
+        arr = np.asarray(scores) if scores else np.zeros(0)
+    except (ValueError, TypeError):
+        return None
+    if arr.ndim != 1 or arr.dtype.kind not in "iuf":
+        return None
+    arr = arr.astype(np.float64, copy=False)
+    return arr if not np.isnan(arr).any() else None
+
+
+def _raise_first_bad_record(data: Sequence[Mapping[str, Any]], src: str) -> None:
     for i, det in enumerate(data):
-        if not isinstance(det, Mapping):
-            raise UserError(f"The {src}: record {i} is a {type(det).__name__}, not an object.")
         bbox = det.get("bbox")
         if _bad_box(bbox):
             raise UserError(
@@ -165,34 +223,7 @@ def load_predictions(
                 f"The {src}: record {i} (image_id {det.get('image_id')!r}) has score "
                 f"{score!r}; expected a number."
             )
-        image_id, category_id = det.get("image_id"), det.get("category_id")
-        if image_id not in img_ids:
-            bad_img[image_id] = None
-        if category_id not in cat_ids:
-            bad_cat[category_id] = None
-        x, y, w, h = (float(v) for v in bbox)
-        out.append(
-            {
-                "image_id": image_id,
-                "category_id": category_id,
-                "bbox": [x, y, w, h],
-                "score": float(score),
-                "area": w * h,
-                "iscrowd": 0,
-                "id": i + 1,
-            }
-        )
-    if bad_img or bad_cat:
-        parts = []
-        if bad_img:
-            parts.append(f"image ids not in the ground truth: {_few(list(bad_img))}")
-        if bad_cat:
-            parts.append(f"category ids not in the ground truth: {_few(list(bad_cat))}")
-        raise UserError(
-            f"The {src} has {' and '.join(parts)}; predictions must use the ground truth's "
-            "image and category ids."
-        )
-    return out
+    raise UserError(f"The {src} holds a malformed bbox or score.")  # not reached in practice
 
 
 def gt_from_dataset_dicts(

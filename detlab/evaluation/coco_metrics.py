@@ -61,7 +61,12 @@ def parse_area_ranges(spec: Any) -> dict[str, tuple[float, float]]:
                 raise UserError(f"Area range '{name}' must be [min_area, max_area], got {rng!r}.")
             items.append((name, rng[0], rng[1]))
     else:
-        parts = spec.split(",") if isinstance(spec, str) else list(spec)
+        parts: list[Any] = []
+        for item in [spec] if isinstance(spec, str) else list(spec):
+            if isinstance(item, str):
+                parts.extend(p for p in item.split(",") if p.strip())
+            else:
+                parts.append(item)
         for part in parts:
             fields = part.split(":") if isinstance(part, str) else list(part)
             if len(fields) != 3:
@@ -228,6 +233,11 @@ def evaluate_coco(
     cats = sorted(gt["categories"], key=lambda c: c["id"])
     cat_ids = [c["id"] for c in cats]
     class_names = [str(c.get("name", c["id"])) for c in cats]
+    if len(set(class_names)) < len(class_names):  # keep per-class result keys distinct
+        class_names = [
+            f"{n} ({c['id']})" if class_names.count(n) > 1 else n
+            for n, c in zip(class_names, cats, strict=True)
+        ]
     if preds:
         precision, recall, iou_thrs, rec_thrs = _run_backend(backend, gt, preds, ranges)
     else:
