@@ -77,8 +77,13 @@ def _sweep(args) -> int:
         if args.launcher == "local":
             launcher = LocalLauncher(gpus=gpus, parallel=parallel)
         else:
-            launcher = SlurmLauncher.__new__(SlurmLauncher)  # describe only; submit nothing
-            launcher.capacity = max(1, parallel or slurm.get("max_parallel") or len(planned))
+            launcher = SlurmLauncher(
+                spec.output_root,
+                slurm=slurm,
+                cluster=args.cluster,
+                parallel=parallel,
+                dry_run=True,
+            )
         print_dry_run(spec, planned, launcher, retry_failed=args.retry_failed, out=_print)
         return 0
     launcher = build_launcher(

@@ -50,6 +50,10 @@ class Launcher:
         """Environment the ``slot``-th concurrent trial would get (for ``--dry-run``)."""
         return {}
 
+    def describe(self) -> str:
+        """One line: where and how many at a time trials run."""
+        return f"{self.name}, {self.capacity} at a time"
+
     def start(self, name: str, cmd: Sequence[str], log_path: str) -> Handle:
         raise NotImplementedError
 
@@ -91,6 +95,10 @@ class LocalLauncher(Launcher):
     def env_preview(self, slot: int) -> dict[str, str]:
         gpu = self.gpus[slot % len(self.gpus)] if self.gpus else ""
         return {"CUDA_VISIBLE_DEVICES": gpu}
+
+    def describe(self) -> str:
+        where = f"GPUs {','.join(self.gpus)}" if self.gpus else "CPU"
+        return f"local ({where}), {self.capacity} at a time"
 
     def start(self, name: str, cmd: Sequence[str], log_path: str) -> Handle:
         gpu = self._pick_gpu()
@@ -166,22 +174,34 @@ class SlurmLauncher(Launcher):
         executor: Any = None,
         parallel: int | None = None,
         cwd: str | None = None,
+        dry_run: bool = False,
     ):
+        opts = dict(slurm or {})
+        max_parallel = opts.pop("max_parallel", None)
+        self.capacity = max(1, parallel or max_parallel or 10_000)
+        self.cwd = cwd
+        self.cluster = cluster
+        self.parameters = _executor_parameters(opts, cluster)
+        self.executor = executor
+        if dry_run:  # describe only: no executor, nothing created on disk
+            return
         try:
             import submitit
         except ImportError:
             raise UserError(
                 "The slurm launcher needs submitit; install it with pip install 'detlab[slurm]'."
             ) from None
-        opts = dict(slurm or {})
-        max_parallel = opts.pop("max_parallel", None)
-        self.capacity = max(1, parallel or max_parallel or 10_000)
-        self.cwd = cwd
         if executor is None:
             executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
-            executor.update_parameters(**_executor_parameters(opts, cluster))
+            executor.update_parameters(**self.parameters)
         self.executor = executor
         self.cluster = getattr(executor, "cluster", cluster)
+
+    def describe(self) -> str:
+        shown = {k: v for k, v in self.parameters.items() if k not in ("nodes", "tasks_per_node")}
+        opts = ", ".join(f"{k}={v}" for k, v in shown.items())
+        limit = "no limit" if self.capacity >= 10_000 else f"{self.capacity} at a time"
+        return f"submitit {self.cluster} jobs ({opts or 'cluster defaults'}), {limit}"
 
     def start(self, name: str, cmd: Sequence[str], log_path: str) -> Handle:
         params = {"name": f"detlab-{name}"}

@@ -165,9 +165,8 @@ def print_dry_run(
     """Print every trial, whether it would run, and its exact command; start nothing."""
     state = SweepState.load(spec.output_root)
     out(
-        f"Sweep {spec.path}: {len(planned)} trials ({spec.method}), launcher {launcher.name}, "
-        f"{launcher.capacity} at a time, ranked by {spec.metric} ({spec.mode}), "
-        f"root {spec.output_root}"
+        f"Sweep {spec.path}: {len(planned)} trials ({spec.method}) on {launcher.describe()}, "
+        f"ranked by {spec.metric} ({spec.mode}), root {spec.output_root}"
     )
     slot = 0
     for p in planned:
@@ -178,7 +177,7 @@ def print_dry_run(
         if action == "skip":
             continue
         env = launcher.env_preview(slot)
-        slot = (slot + 1) % launcher.capacity
+        slot = (slot + 1) % max(1, min(launcher.capacity, len(planned)))
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         cmd = shlex.join(p.command(resume))
         out(f"    {prefix + ' ' if prefix else ''}{cmd} > {shlex.quote(p.log_path)} 2>&1")
