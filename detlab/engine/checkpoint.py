@@ -1,0 +1,223 @@
+"""Atomic, finite-checked checkpoints and the RNG state they carry.
+
+A checkpoint file is written to a temporary sibling, fsynced and renamed over its name, so a
+crash mid-save leaves the previous file intact. Weights are checked finite before any save;
+non-finite weights are never written. ``last_checkpoint`` (a one-line text file naming the
+newest periodic checkpoint) is also replaced atomically. Files are read with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import random
+import re
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from detlab.utils.errors import UserError
+from detlab.utils.file_io import atomic_open, atomic_write_text
+
+__all__ = [
+    "Checkpointer",
+    "all_finite",
+    "get_rng_state",
+    "load_checkpoint_file",
+    "set_rng_state",
+    "unwrap_model",
+]
+
+logger = logging.getLogger("detlab")
+_PERIODIC = re.compile(r"^model_(\d{7})\.pth$")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel/DataParallel wrapper."""
+    return model.module if hasattr(model, "module") and isinstance(model, nn.Module) else model
+
+
+def all_finite(state: dict[str, Any]) -> bool:
+    """True if every floating-point tensor in a (nested) state dict is finite."""
+    for v in state.values():
+        if isinstance(v, dict):
+            if not all_finite(v):
+                return False
+        elif torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            return False
+    return True
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) generator states, in weights_only-safe types."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint_file(path: str) -> dict[str, Any]:
+    """Load a checkpoint safely; an unreadable file raises a one-sentence UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"Checkpoint {path} does not exist; check MODEL.WEIGHTS or OUTPUT_DIR.")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
+        raise UserError(
+            f"Checkpoint {path} cannot be read ({type(err).__name__}); it is truncated or "
+            "not a detlab/PyTorch checkpoint."
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError(f"Checkpoint {path} does not hold a state dict; use a detlab checkpoint.")
+    return data
+
+
+class Checkpointer:
+    """Saves and loads everything needed to continue a run exactly.
+
+    ``save(name, **extra)`` writes ``save_dir/name.pth`` with ``model``, ``optimizer``,
+    ``scheduler``, ``scaler``, ``ema`` (those given) and ``extra``. Periodic checkpoints
+    (``model_<iter>.pth``) are rotated to keep the newest ``max_keep``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        scaler: Any = None,
+        ema: Any = None,
+        max_keep: int = 3,
+        enabled: bool = True,
+    ) -> None:
+        self.model = model
+        self.save_dir = save_dir
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scaler = scaler
+        self.ema = ema
+        self.max_keep = max_keep
+        self.enabled = enabled  # False on non-main processes
+
+    # ------------------------------------------------------------------ saving
+    def _state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"model": unwrap_model(self.model).state_dict()}
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def weights_finite(self) -> bool:
+        ok = all_finite(unwrap_model(self.model).state_dict())
+        if ok and self.ema is not None:
+            ok = all_finite(self.ema.module.state_dict())
+        return ok
+
+    def save(self, name: str, *, tag_last: bool = False, **extra: Any) -> str | None:
+        """Write ``name.pth`` atomically; return its path, or None if weights are not finite."""
+        if not self.enabled:
+            return None
+        path = os.path.join(self.save_dir, f"{name}.pth")
+        if not self.weights_finite():
+            logger.error(f"Weights are not finite: {os.path.basename(path)} was not written.")
+            return None
+        state = self._state()
+        state.update(extra)
+        with atomic_open(path, "wb") as f:
+            torch.save(state, f)
+        if tag_last:
+            atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), f"{name}.pth\n")
+        if _PERIODIC.match(os.path.basename(path)):
+            self._rotate()
+        logger.info(f"Saved checkpoint {path}")
+        return path
+
+    def _rotate(self) -> None:
+        if self.max_keep <= 0:
+            return
+        for old in self.periodic_checkpoints()[: -self.max_keep]:
+            try:
+                os.remove(old)
+            except OSError as err:
+                logger.warning(f"Could not remove old checkpoint {old}: {err}")
+
+    # ------------------------------------------------------------------ discovery
+    def periodic_checkpoints(self) -> list[str]:
+        """``model_<iter>.pth`` files in ``save_dir``, oldest first."""
+        files = glob.glob(os.path.join(self.save_dir, "model_*.pth"))
+        return sorted(f for f in files if _PERIODIC.match(os.path.basename(f)))
+
+    def last_checkpoint(self) -> str | None:
+        """Path named by ``last_checkpoint``, or None if there is none."""
+        tag = os.path.join(self.save_dir, "last_checkpoint")
+        if not os.path.isfile(tag):
+            return None
+        with open(tag, encoding="utf-8") as f:
+            name = f.read().strip()
+        path = os.path.join(self.save_dir, name)
+        return path if os.path.isfile(path) else None
+
+    # ------------------------------------------------------------------ loading
+    def load(
+        self, path: str, *, model_only: bool = False, exclude: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """Restore model (and, unless ``model_only``, optimizer/scheduler/scaler/EMA except
+        the names in ``exclude``).
+
+        Returns the remaining entries (``iteration``, ``rng``, trainer state, ...).
+        """
+        data = load_checkpoint_file(path)
+        model_state = data.pop("model", None)
+        if model_state is None:
+            model_state = data  # a bare state dict
+            data = {}
+        incompatible = unwrap_model(self.model).load_state_dict(model_state, strict=not model_only)
+        if model_only and (incompatible.missing_keys or incompatible.unexpected_keys):
+            logger.warning(
+                f"Loaded {path}: {len(incompatible.missing_keys)} missing keys "
+                f"{incompatible.missing_keys[:5]}, {len(incompatible.unexpected_keys)} unexpected "
+                f"keys {incompatible.unexpected_keys[:5]}."
+            )
+        if not model_only:
+            for key, obj in (
+                ("optimizer", self.optimizer),
+                ("scheduler", self.scheduler),
+                ("scaler", self.scaler),
+                ("ema", self.ema),
+            ):
+                if obj is not None and key in data and key not in exclude:
+                    obj.load_state_dict(data.pop(key))
+        return data
