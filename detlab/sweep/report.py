@@ -52,9 +52,21 @@ def _metric_value(metrics: dict, task: str, key: str) -> Any:
     return metrics.get(f"{task}/{key}")  # flat form, e.g. from metrics.jsonl
 
 
+def _exact_text(value: Any) -> str:
+    """A parameter value as exact text for the CSV (``repr`` of floats, JSON of lists)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
 def trial_entries(spec: SweepSpec, trials: Sequence[Trial], state: SweepState) -> list[dict]:
-    """One flat leaderboard entry per trial (parameters, status, metrics, timing)."""
-    short = short_keys(list(spec.parameters))
+    """One flat leaderboard entry per trial: parameters under their full dotted keys (as exact
+    text), ``status``, ``AP``..``APl`` and the ranking metric, ``best_iteration``, ``wall_time``
+    (seconds)."""
     task, key = spec.metric_key
     mcol = metric_column(spec)
     entries = []
@@ -62,7 +74,7 @@ def trial_entries(spec: SweepSpec, trials: Sequence[Trial], state: SweepState) -
         rec = state.trials.get(trial.name, {})
         entry: dict[str, Any] = {"name": trial.name}
         for k, v in trial.params.items():
-            entry[short[k]] = format_value(v)
+            entry[k] = _exact_text(v)
         entry["status"] = rec.get("status", "pending")
         metrics = rec.get("metrics") or {}
         for col in METRIC_COLUMNS:
@@ -70,19 +82,18 @@ def trial_entries(spec: SweepSpec, trials: Sequence[Trial], state: SweepState) -
         entry[mcol] = _metric_value(metrics, task, key)
         entry["best_iteration"] = metrics.get("best_iteration")
         wall = rec.get("wall_time")
-        entry["wall_time_s"] = round(float(wall), 1) if isinstance(wall, (int, float)) else None
+        entry["wall_time"] = round(float(wall), 1) if isinstance(wall, (int, float)) else None
         entries.append(entry)
     return entries
 
 
 def leaderboard_columns(spec: SweepSpec) -> list[str]:
-    """``rank, name, <params>, status, AP..APl, [metric], best_iteration, wall_time_s``."""
-    short = short_keys(list(spec.parameters))
-    cols = ["rank", "name", *short.values(), "status", *METRIC_COLUMNS]
+    """``rank, name, <param keys>, status, AP..APl, [metric], best_iteration, wall_time``."""
+    cols = ["rank", "name", *spec.parameters, "status", *METRIC_COLUMNS]
     mcol = metric_column(spec)
     if mcol not in cols:
         cols.append(mcol)
-    return [*cols, "best_iteration", "wall_time_s"]
+    return [*cols, "best_iteration", "wall_time"]
 
 
 def write_leaderboard(
@@ -95,6 +106,16 @@ def write_leaderboard(
         trial_entries(spec, trials, state), metric=metric_column(spec), mode=spec.mode
     )
     columns = leaderboard_columns(spec)
+    # The markdown table names parameters by their shortest unique suffix, values compact.
+    short = short_keys(list(spec.parameters))
+    by_name = {t.name: t for t in trials}
+    md_rows = []
+    for row in rows:
+        shown = {k: v for k, v in row.items() if k not in short}
+        params = by_name[row["name"]].params
+        shown.update({short[k]: format_value(params[k]) for k in short})
+        md_rows.append(shown)
+    md_columns = [short.get(c, c) for c in columns]
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -104,7 +125,7 @@ def write_leaderboard(
         f"# Sweep leaderboard: {os.path.basename(spec.path)}\n\n"
         f"Ranked by `{spec.metric}` ({spec.mode}); {len(rows)} trials: {summary}. "
         f"Updated {time.strftime('%Y-%m-%d %H:%M:%S')}. Metrics in percent, wall time in s.\n\n"
-        f"{to_markdown(rows, columns)}\nParameters:\n{legend}\n"
+        f"{to_markdown(md_rows, md_columns)}\nParameters:\n{legend}\n"
     )
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:

@@ -34,17 +34,19 @@ def test_grid_2x2_completes_with_sorted_leaderboard(make_spec, capsys):
     # Independent reference: the stand-in's formula over the grid, sorted by APs (max first).
     grid = [(lr, clip) for lr in (0.01, 0.02) for clip in (0.5, 1.0)]
     want = sorted(grid, key=lambda p: _expected(*p)["APs"], reverse=True)
-    got = [(float(r["BASE_LR"]), float(r["CLIP_VALUE"])) for r in rows]
+    got = [(float(r["SOLVER.BASE_LR"]), float(r["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"])) for r in rows]
     assert got == want
     for r, (lr, clip) in zip(rows, want, strict=True):
         assert float(r["APs"]) == pytest.approx(_expected(lr, clip)["APs"], abs=1e-4)
         assert float(r["AP"]) == pytest.approx(_expected(lr, clip)["AP"], abs=1e-4)
         assert r["best_iteration"] == "10"
-        assert float(r["wall_time_s"]) >= 0
+        assert float(r["wall_time"]) >= 0
     assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4]
 
     md = (make_spec.root / "leaderboard.md").read_text()
     assert md.index(rows[0]["name"]) < md.index(rows[-1]["name"])
+    assert "| rank | name | BASE_LR | CLIP_VALUE | status | AP |" in md
+    assert "- `CLIP_VALUE` = `SOLVER.CLIP_GRADIENTS.CLIP_VALUE`" in md
     best_cfg = make_spec.root / rows[0]["name"] / "config.yaml"
     assert f"config: {best_cfg}" in out
     # Each trial ran with its own OUTPUT_DIR, log and the fixed override.
@@ -192,3 +194,30 @@ def test_changed_fixed_overrides_rerun_finished_trials(make_spec, capsys):
     rows = _csv(make_spec.root)
     assert sorted(float(r["AP"]) for r in rows) == pytest.approx([3.0, 4.0])  # 100*lr + 2
     assert (make_spec.root / rows[0]["name"] / "final_metrics.previous.json").exists()
+
+
+def test_random_search_runs_and_csv_keeps_exact_values(make_spec):
+    spec = load_spec(
+        make_spec(
+            method="random",
+            num_trials=3,
+            seed=3,
+            name_template="r{index}",
+            parameters={
+                "SOLVER.BASE_LR": {"loguniform": [1e-4, 1e-2]},
+                "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": {"choice": [0.5, 1.0]},
+            },
+        )
+    )
+    outcome = run_sweep(spec, LocalLauncher(parallel=2), out=lambda s: None)
+    assert outcome.counts == {"done": 3}
+    from detlab.sweep import expand_trials
+
+    want = {t.name: t.params for t in expand_trials(spec)}
+    for r in _csv(make_spec.root):
+        assert float(r["SOLVER.BASE_LR"]) == want[r["name"]]["SOLVER.BASE_LR"]  # bit-exact
+        lr, clip = (
+            want[r["name"]]["SOLVER.BASE_LR"],
+            want[r["name"]]["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"],
+        )
+        assert float(r["APs"]) == pytest.approx(_expected(lr, clip)["APs"], abs=1e-4)
