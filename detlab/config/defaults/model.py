@@ -67,6 +67,56 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000  # per level, before NMS
     cfg.MODEL.FCOS.NMS_THRESH_TEST = 0.6  # class-wise NMS IoU
 
+    # Faster R-CNN (MODEL.META_ARCHITECTURE "FasterRCNN"), Detectron2 key names.
+    cfg.MODEL.PROPOSAL_GENERATOR = CN()
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"  # name in HEAD_REGISTRY
+
+    cfg.MODEL.ANCHOR_GENERATOR = CN()
+    # Anchor sizes (sqrt of area, input pixels) per RPN level, e.g. ((32,), (64,), (128,),
+    # (256,), (512,)); one list is used on every level; () = 8 × each level's stride.
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = ()
+    cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = ((0.5, 1.0, 2.0),)  # height / width
+    cfg.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0  # anchor centre offset, in strides
+
+    cfg.MODEL.RPN = CN()
+    cfg.MODEL.RPN.IN_FEATURES = ()  # neck levels, e.g. ("p2", ..., "p6"); () = all
+    cfg.MODEL.RPN.IOU_THRESHOLDS = (0.3, 0.7)  # background below, foreground at/above
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256  # sampled anchors per image
+    cfg.MODEL.RPN.POSITIVE_FRACTION = 0.5
+    cfg.MODEL.RPN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+    cfg.MODEL.RPN.SMOOTH_L1_BETA = 0.0  # 0 = L1
+    cfg.MODEL.RPN.LOSS_WEIGHT = 1.0
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000  # per level
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000  # per level
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # per image
+    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 1000  # per image
+    cfg.MODEL.RPN.NMS_THRESH = 0.7
+    cfg.MODEL.RPN.MIN_SIZE = 0.0  # proposals smaller than this (input px) are dropped
+    cfg.MODEL.RPN.SIZE_AWARE_LOSS = False  # apply MODEL.SIZE_AWARE_LOSS weights in the RPN too
+
+    cfg.MODEL.ROI_HEADS = CN()
+    cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"  # name in HEAD_REGISTRY
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ()  # () = neck levels with stride <= 32
+    cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS = (0.5,)  # foreground at/above
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512  # sampled RoIs per image
+    cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+    cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = True
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05
+    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
+
+    cfg.MODEL.ROI_BOX_HEAD = CN()
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0  # RoIAlign samples per bin; 0 = adaptive
+    cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
+    cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 256
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
+    cfg.MODEL.ROI_BOX_HEAD.NORM = ""
+    cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+    cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0
+    cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = False
+
     # Size-aware weighted loss: each positive target's classification and regression terms
     # are multiplied by w(area), area in the ORIGINAL image's pixels² (boxes are rescaled
     # from the network input by (height/h_in)·(width/w_in)), the pixels COCO buckets use.

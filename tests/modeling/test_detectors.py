@@ -1,0 +1,99 @@
+"""Every registered detector: trains on a tiny batch, gradients, output coordinates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detlab.modeling import META_ARCH_REGISTRY, build_model
+from detlab.structures import Instances
+
+DETECTORS = ["FCOS", "FasterRCNN"]
+
+
+def test_every_registered_detector_is_tested():
+    assert set(META_ARCH_REGISTRY.names()) == set(DETECTORS)
+
+
+def _train(model, batch, iters, lr=0.01):
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+    history = []
+    for _ in range(iters):
+        losses = model(batch)
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        history.append(total.item())
+    return history
+
+
+@pytest.mark.parametrize("meta", DETECTORS)
+def test_loss_falls_on_tiny_batch(tiny_cfg, make_batch, meta):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(meta))
+    model.train()
+    batch = make_batch()
+    losses = model(batch)
+    assert losses and all(k.startswith("loss_") and v.dim() == 0 for k, v in losses.items())
+    history = _train(model, batch, 60)
+    assert history[-1] < 0.4 * history[0], history[::10]
+
+
+@pytest.mark.parametrize("meta", DETECTORS)
+def test_every_trainable_parameter_gets_gradient(tiny_cfg, make_batch, meta):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(meta)
+    cfg.MODEL.BACKBONE.FREEZE_AT = 2
+    if meta == "FasterRCNN":
+        cfg.MODEL.FPN.TOP_BLOCK = "P6"  # P7 anchors (1024 px) would never be sampled here
+    model = build_model(cfg)
+    model.train()
+    sum(model(make_batch()).values()).backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+            # A level's regression scale only moves when that level has positives.
+            if ".scales." not in name:
+                assert p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+    assert any(not p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("meta", DETECTORS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_inference_boxes_in_original_coordinates(tiny_cfg, make_batch, channels, meta):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(meta, channels=channels)
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 7
+    model = build_model(cfg).eval()
+    same = make_batch(channels=channels)
+    double = make_batch(channels=channels, scale=2.5)
+    with torch.no_grad():
+        a, b = model(same), model(double)
+    for ra, rb, x in zip(a, b, double, strict=True):
+        ia, ib = ra["instances"], rb["instances"]
+        assert ib.image_size == (x["height"], x["width"])
+        assert 0 < len(ia) <= 7 and len(ia) == len(ib)
+        torch.testing.assert_close(ib.boxes, ia.boxes * 2.5, rtol=1e-4, atol=1e-3)
+        assert (ib.boxes[:, 2] <= x["width"]).all() and (ib.boxes[:, 3] <= x["height"]).all()
+        assert ib.scores.shape == ib.classes.shape == (len(ib),)
+        assert ib.classes.dtype == torch.int64
+
+
+@pytest.mark.parametrize("meta", DETECTORS)
+def test_images_without_boxes_train(tiny_cfg, make_batch, meta):
+    model = build_model(tiny_cfg(meta)).train()
+    batch = make_batch()
+    batch[1]["instances"] = Instances(
+        (96, 128), boxes=torch.zeros(0, 4), classes=torch.zeros(0, dtype=torch.int64)
+    )
+    losses = model(batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    batch[0]["instances"] = batch[1]["instances"]
+    losses = model(batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
