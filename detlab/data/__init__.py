@@ -1,5 +1,62 @@
-"""Data: dataset catalog, built-in datasets, mappers, samplers and loaders."""
+"""Data: dataset catalog, built-in datasets, mappers, samplers and loaders.
 
+Importing this package registers the built-in synthetic SAR datasets (``sar_ships_synth_*``,
+``sar_vessels_synth_*``); their files are generated only when first used.
+"""
+
+from detlab.data.build import (
+    TestDataLoader,
+    TrainDataLoader,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    build_mapper,
+    get_detection_dataset_dicts,
+)
+from detlab.data.catalog import DatasetCatalog, Metadata, MetadataCatalog
+from detlab.data.datasets import (
+    SyntheticSARSpec,
+    data_root,
+    generate_synthetic_sar,
+    load_coco_json,
+    register_builtin,
+    register_coco_instances,
+    register_from_config,
+    register_synthetic_sar,
+)
+from detlab.data.mappers import DatasetMapper, ShipSARMapper
 from detlab.data.mappers.build import MAPPER_REGISTRY
+from detlab.data.samplers import (
+    InferenceSampler,
+    RepeatFactorTrainingSampler,
+    TrainingSampler,
+    repeat_factors_from_category_frequency,
+)
 
-__all__ = ["MAPPER_REGISTRY"]
+register_builtin()
+
+__all__ = [
+    "MAPPER_REGISTRY",
+    "DatasetCatalog",
+    "DatasetMapper",
+    "InferenceSampler",
+    "Metadata",
+    "MetadataCatalog",
+    "RepeatFactorTrainingSampler",
+    "ShipSARMapper",
+    "SyntheticSARSpec",
+    "TestDataLoader",
+    "TrainDataLoader",
+    "TrainingSampler",
+    "build_detection_test_loader",
+    "build_detection_train_loader",
+    "build_mapper",
+    "data_root",
+    "generate_synthetic_sar",
+    "get_detection_dataset_dicts",
+    "load_coco_json",
+    "register_builtin",
+    "register_coco_instances",
+    "register_from_config",
+    "register_synthetic_sar",
+    "repeat_factors_from_category_frequency",
+]

@@ -15,19 +15,55 @@ def add_data_defaults(cfg: CN) -> None:
     cfg.DATASETS.REGISTER = []
 
     cfg.DATALOADER = CN()
+    # Worker processes per loader (0 = load in the main process). If workers die, loading
+    # continues in-process at the same position with a warning.
     cfg.DATALOADER.NUM_WORKERS = 2
     cfg.DATALOADER.MAPPER = "DatasetMapper"  # name in MAPPER_REGISTRY
+    # "TrainingSampler" (seeded shuffle, every epoch a new permutation) or
+    # "RepeatFactorTrainingSampler" (images with rare classes repeated, LVIS-style).
     cfg.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
+    # Repeat-factor threshold t: an image is repeated max(1, sqrt(t / f_c)) times per epoch,
+    # f_c = fraction of training images holding its rarest class c (0 = no repeats).
     cfg.DATALOADER.REPEAT_THRESHOLD = 0.0
+    # Batch images of the same orientation (landscape/portrait) together.
     cfg.DATALOADER.ASPECT_RATIO_GROUPING = True
+    # Drop training images without any (non-crowd) box.
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+    # Images a test loader puts in one batch.
+    cfg.DATALOADER.TEST_BATCH_SIZE = 1
 
     cfg.INPUT = CN()
+    # Shortest-edge sizes in training: one drawn per image ("choice") or uniform between
+    # min and max ("range"). 0 keeps the original size.
     cfg.INPUT.MIN_SIZE_TRAIN = (800,)
     cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
-    cfg.INPUT.MAX_SIZE_TRAIN = 1333
+    cfg.INPUT.MAX_SIZE_TRAIN = 1333  # cap on the longest edge (0 = none)
     cfg.INPUT.MIN_SIZE_TEST = 800
     cfg.INPUT.MAX_SIZE_TEST = 1333
+    # Channel order of 3-channel output: "BGR" | "RGB" ("L" = grey, used with 1 channel).
     cfg.INPUT.FORMAT = "BGR"
-    # Extra augmentations: list of {name: <albumentations transform>, ...params}.
+    # DatasetMapper flips: "none" | "horizontal" | "vertical" | "both" (probability 0.5 each).
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+    # Extra augmentations: list of {name: <albumentations transform>, ...params}, e.g.
+    # [{name: GaussNoise, p: 0.3}, {name: Affine, scale: [0.9, 1.1], p: 0.5}]; boxes follow.
     cfg.INPUT.AUGMENTATIONS = []
+
+    # ShipSARMapper: intensity handling and the SAR augmentation set.
+    cfg.INPUT.SAR = CN()
+    cfg.INPUT.SAR.SCALING = "db"  # "db" | "log" | "linear" | "none" (full-range, no stretch)
+    cfg.INPUT.SAR.CLIP_PERCENTILES = (1.0, 99.8)  # per-image stretch range, percent
+    cfg.INPUT.SAR.HFLIP_PROB = 0.5
+    cfg.INPUT.SAR.VFLIP_PROB = 0.5
+    cfg.INPUT.SAR.ROT90_PROB = 0.5  # random multiple of 90 degrees
+    cfg.INPUT.SAR.ROTATION_ANGLE = 0.0  # max |angle| in degrees of arbitrary rotations (0 = off)
+    cfg.INPUT.SAR.ROTATION_PROB = 0.5
+    cfg.INPUT.SAR.BRIGHTNESS = 0.1  # max brightness shift, fraction of the 0..1 range
+    cfg.INPUT.SAR.CONTRAST = 0.1  # max contrast change, fraction
+    cfg.INPUT.SAR.BRIGHTNESS_CONTRAST_PROB = 0.5
+    cfg.INPUT.SAR.SPECKLE_PROB = 0.0  # extra gamma speckle on the linear image
+    cfg.INPUT.SAR.SPECKLE_LOOKS = (4.0, 16.0)  # looks of the extra speckle (uniform range)
+
+    # ClassAwareMapper: extra augmentation for images holding given classes. Each policy is
+    # {classes: [names or contiguous ids], augmentations: [{name: ..., ...}], p: 1.0}.
+    cfg.INPUT.CLASS_AWARE = CN()
+    cfg.INPUT.CLASS_AWARE.POLICIES = []

@@ -1,0 +1,7 @@
+"""Mappers (``MAPPER_REGISTRY``): dataset dict → model input, chosen by ``DATALOADER.MAPPER``."""
+
+from detlab.data.mappers.build import MAPPER_REGISTRY
+from detlab.data.mappers.dataset_mapper import DatasetMapper
+from detlab.data.mappers.ship_sar import ShipSARMapper, sar_augmentations
+
+__all__ = ["MAPPER_REGISTRY", "DatasetMapper", "ShipSARMapper", "sar_augmentations"]

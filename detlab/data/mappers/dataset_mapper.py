@@ -1,0 +1,203 @@
+"""``DatasetMapper``: read an image, augment it with its boxes, return the model input.
+
+Output (one image): ``image`` float32 C×H×W on a 0..255 scale, ``instances``
+(:class:`~detlab.structures.Instances` of the augmented size with ``boxes`` N×4 XYXY float32
+and ``classes`` N int64), and ``height``, ``width``, ``image_id``, ``file_name`` of the
+original image. Returns None when the image cannot be read (warned once per path, counted as
+``skipped_images``). Boxes that become empty are dropped (``dropped_boxes``); boxes reaching
+outside the image are clipped (``clipped_boxes``).
+
+Randomness: ``mapper(d, rng)`` draws everything from the numpy Generator ``rng`` (the loader
+passes one seeded by the sample's position, which makes resumed runs exact); without ``rng``
+the mapper uses its own generator.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from detlab.data import counters
+from detlab.data.mappers.build import MAPPER_REGISTRY
+from detlab.data.transforms import (
+    apply_albumentations,
+    build_albumentations,
+    choose_short_edge,
+    intensity_to_unit,
+    read_image,
+    resize_shortest_edge,
+)
+from detlab.structures import Instances
+from detlab.utils.errors import UserError
+
+__all__ = ["DatasetMapper", "flip_augmentations"]
+
+logger = logging.getLogger(__name__)
+
+
+def flip_augmentations(random_flip: str) -> list[dict]:
+    """``INPUT.RANDOM_FLIP`` ("none", "horizontal", "vertical", "both") as augmentation specs."""
+    flips = {
+        "none": [],
+        "horizontal": [{"name": "HorizontalFlip", "p": 0.5}],
+        "vertical": [{"name": "VerticalFlip", "p": 0.5}],
+        "both": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "VerticalFlip", "p": 0.5}],
+    }
+    if random_flip not in flips:
+        raise UserError(f"INPUT.RANDOM_FLIP must be one of {sorted(flips)}, got '{random_flip}'.")
+    return flips[random_flip]
+
+
+@MAPPER_REGISTRY.register()
+class DatasetMapper:
+    """Generic mapper: full-range intensity scaling, shortest-edge resize, albumentations."""
+
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: Sequence[dict] = (),
+        min_size: Sequence[int] | int = (0,),
+        min_size_sampling: str = "choice",
+        max_size: int = 0,
+        out_channels: int = 3,
+        image_format: str = "BGR",
+        keep_crowd: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        """
+        Args:
+            is_train: augment (True) or only resize (False).
+            augmentations: albumentations specs ``[{name, **params}]`` applied after resizing.
+            min_size: shortest-edge size(s); one is drawn per image (0 keeps the size).
+            max_size: cap on the longest edge after resizing (0 = none).
+            out_channels: 1 (grey) or 3 channels in the output tensor.
+            image_format: channel order of 3-channel output, "BGR" or "RGB".
+            keep_crowd: keep ``iscrowd=1`` boxes in training (dropped by default).
+        """
+        if out_channels not in (1, 3):
+            raise UserError(
+                f"MODEL.BACKBONE.IN_CHANNELS must be 1 or 3 for the mappers, got {out_channels}."
+            )
+        if image_format not in ("BGR", "RGB", "L"):
+            raise UserError(f"INPUT.FORMAT must be BGR, RGB or L, got '{image_format}'.")
+        self.is_train = is_train
+        self.min_size = (min_size,) if isinstance(min_size, int) else tuple(min_size)
+        self.min_size_sampling = min_size_sampling
+        self.max_size = int(max_size)
+        self.out_channels = out_channels
+        self.image_format = image_format
+        self.keep_crowd = keep_crowd
+        self.aug_specs = [dict(a) for a in augmentations] if is_train else []
+        self.augment = build_albumentations(self.aug_specs)
+        self._rng = np.random.default_rng(seed)
+
+    @classmethod
+    def from_config(cls, cfg: Any, is_train: bool = True) -> dict[str, Any]:
+        augs = flip_augmentations(cfg.INPUT.RANDOM_FLIP) + list(cfg.INPUT.AUGMENTATIONS)
+        return {
+            "is_train": is_train,
+            "augmentations": augs,
+            "min_size": tuple(cfg.INPUT.MIN_SIZE_TRAIN) if is_train else cfg.INPUT.MIN_SIZE_TEST,
+            "min_size_sampling": cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
+            "max_size": cfg.INPUT.MAX_SIZE_TRAIN if is_train else cfg.INPUT.MAX_SIZE_TEST,
+            "out_channels": int(cfg.MODEL.BACKBONE.IN_CHANNELS),
+            "image_format": cfg.INPUT.FORMAT,
+        }
+
+    # -------------------------------------------------------------- overridable steps
+    def to_unit(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """H×W×C raw image → float32 0..1 (full-range scaling by dtype)."""
+        return intensity_to_unit(img)
+
+    def extra_augment(self, img, boxes, labels, rng):
+        """Hook for subclasses: more augmentation after the configured ones."""
+        return img, boxes, labels
+
+    # -------------------------------------------------------------- main
+    def __call__(
+        self, dataset_dict: dict, rng: np.random.Generator | None = None
+    ) -> dict[str, Any] | None:
+        rng = self._rng if rng is None else rng
+        d = copy.copy(dataset_dict)
+        path = d["file_name"]
+        raw = read_image(path)
+        if raw is None:
+            counters.warn_once(logger, path, "Skipping unreadable image %s.", path)
+            counters.count("skipped_images")
+            return None
+        h0, w0 = raw.shape[:2]
+        height, width = int(d.get("height") or h0), int(d.get("width") or w0)
+        if (height, width) != (h0, w0):
+            counters.warn_once(
+                logger,
+                f"size:{path}",
+                "Image %s is %dx%d but its annotation says %dx%d; boxes are clipped to it.",
+                path,
+                w0,
+                h0,
+                width,
+                height,
+            )
+        img = self.to_unit(raw, rng)
+        boxes, labels = self._annotations(d, w0, h0)
+
+        short = choose_short_edge(self.min_size, self.min_size_sampling, rng)
+        img, boxes = resize_shortest_edge(img, boxes, short, self.max_size)
+        if self.is_train:
+            img, boxes, labels = apply_albumentations(self.augment, img, boxes, labels, rng)
+            img, boxes, labels = self.extra_augment(img, boxes, labels, rng)
+        img = self._channels(img)
+        h, w = img.shape[:2]
+        if len(boxes):
+            boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
+            good = (boxes[:, 2] - boxes[:, 0] > 1e-3) & (boxes[:, 3] - boxes[:, 1] > 1e-3)
+            if not good.all():
+                counters.count("dropped_boxes", int((~good).sum()))
+                boxes, labels = boxes[good], labels[good]
+        tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) * 255.0
+        return {
+            "image": tensor,
+            "instances": Instances(
+                (h, w),
+                boxes=torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                classes=torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
+            ),
+            "height": height,
+            "width": width,
+            "image_id": d.get("image_id"),
+            "file_name": path,
+        }
+
+    def _annotations(self, d: dict, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        anns = [a for a in d.get("annotations") or [] if self.keep_crowd or not a.get("iscrowd", 0)]
+        if not anns:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+        xywh = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
+        labels = np.array([int(a["category_id"]) for a in anns], np.int64)
+        clipped = np.clip(boxes, 0, [w, h, w, h])
+        moved = np.any(np.abs(clipped - boxes) > 1e-4, axis=1)
+        good = (clipped[:, 2] - clipped[:, 0] > 1e-3) & (clipped[:, 3] - clipped[:, 1] > 1e-3)
+        if (moved & good).any():
+            counters.count("clipped_boxes", int((moved & good).sum()))
+        if not good.all():
+            counters.count("dropped_boxes", int((~good).sum()))
+        return clipped[good], labels[good]
+
+    def _channels(self, img: np.ndarray) -> np.ndarray:
+        c = img.shape[2]
+        if self.out_channels == 1:
+            if c == 3:
+                img = img.mean(axis=2, keepdims=True, dtype=np.float32)
+            return img
+        if c == 1:
+            return np.repeat(img, 3, axis=2)
+        if self.image_format == "RGB":
+            img = img[:, :, ::-1]
+        return img
