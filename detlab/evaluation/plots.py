@@ -84,8 +84,10 @@ def plot_size_ap(report: EvaluationReport, path: str | os.PathLike) -> None:
     ax2 = fig.add_subplot(1, 2, 2)
     grid = np.array([[np.nan if r.get(k) is None else r[k] for k in keys] for r in m.per_class])
     grid = grid.reshape(len(m.cat_ids), len(keys))
-    im = ax2.imshow(np.nan_to_num(grid, nan=-1), vmin=0, vmax=100, cmap="viridis", aspect="auto")
-    im.cmap.set_under("lightgrey")
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"].with_extremes(under="lightgrey")
+    im = ax2.imshow(np.nan_to_num(grid, nan=-1), vmin=0, vmax=100, cmap=cmap, aspect="auto")
     if len(m.cat_ids) <= 40:
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
