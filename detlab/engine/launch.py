@@ -102,14 +102,16 @@ def _worker(
     dist.init_process_group(
         _backend(), init_method=dist_url, world_size=world, rank=rank, timeout=timeout
     )
+    from detlab.engine.nan_guard import TrainingDivergedError
+
     try:
         main_func(*args)
-    except UserError as err:
+    except (UserError, TrainingDivergedError) as err:
         if rank == 0:
             print(f"error: {err}", file=sys.stderr)
         else:
             logger.error(f"rank {rank}: {err}")
-        sys.exit(2)
+        sys.exit(2 if isinstance(err, UserError) else 1)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -152,6 +152,8 @@ class Trainer:
             for name in cfg.DATASETS.TEST:
                 out_dir = os.path.join(cfg.OUTPUT_DIR, "inference", name)
                 evaluator = cls.build_evaluator(cfg, name, output_dir=out_dir)
+                if hasattr(evaluator, "distributed"):
+                    evaluator.distributed = False  # evaluation runs on this process only
                 loader = cls.build_test_loader(cfg, name)
                 results[name] = cls.inference(unwrap_model(model), loader, evaluator)
                 logger.info(f"Evaluation on {name}: {json.dumps(H.flatten_results(results[name]))}")
@@ -424,6 +426,7 @@ class Trainer:
                     self.ema.update(unwrap_model(self.model))
 
         storage.put_scalar("data_time", data_time)
+        loss_sums = _mean_over_processes(loss_sums, self.device)
         for k, v in loss_sums.items():
             storage.put_scalar(k, v)
         if loss_sums:
@@ -484,6 +487,17 @@ class _WriterHook(H.PeriodicWriter):
 
             self.writers = self.trainer.build_writers()
             self.console = ConsoleWriter(self.trainer.max_iter)
+
+
+def _mean_over_processes(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average logged loss values over DDP processes (every process logs the same numbers)."""
+    world = comm.get_world_size()
+    if world == 1 or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return {k: float(v) / world for k, v in zip(keys, t.tolist(), strict=True)}
 
 
 def _finite(x: float) -> bool:

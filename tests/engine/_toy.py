@@ -8,6 +8,7 @@ processes with half the batch each see together what one process sees with the f
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from detlab.config import get_cfg
-from detlab.engine import Trainer
+from detlab.engine import HOOK_REGISTRY, HookBase, Trainer
 from detlab.modeling import META_ARCH_REGISTRY
 from detlab.structures import Instances
 from detlab.utils import comm
@@ -178,3 +179,18 @@ def toy_cfg(output_dir: str, **overrides: Any):
     if flat:
         cfg.merge_from_list(flat)
     return cfg
+
+
+class SleepHook(HookBase):
+    """Slows each iteration down so a test can kill the process mid-run."""
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> dict[str, Any]:
+        return {}
+
+    def after_step(self) -> None:
+        time.sleep(0.05)
+
+
+if "SleepHook" not in HOOK_REGISTRY:
+    HOOK_REGISTRY.register(SleepHook)
