@@ -10,6 +10,7 @@ from detlab.modeling.heads.build import HEAD_REGISTRY
 from detlab.modeling.losses.size_weights import SIZE_WEIGHT_REGISTRY, SizeWeighting
 from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model
 from detlab.modeling.neck.build import NECK_REGISTRY, build_neck
+from detlab.modeling.weights import format_load_report, load_weights
 
 __all__ = [
     "BACKBONE_REGISTRY",
@@ -21,4 +22,6 @@ __all__ = [
     "build_backbone",
     "build_model",
     "build_neck",
+    "format_load_report",
+    "load_weights",
 ]
