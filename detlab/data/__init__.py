@@ -23,7 +23,7 @@ from detlab.data.datasets import (
     register_from_config,
     register_synthetic_sar,
 )
-from detlab.data.mappers import DatasetMapper, ShipSARMapper
+from detlab.data.mappers import ClassAwareMapper, DatasetMapper, ShipSARMapper
 from detlab.data.mappers.build import MAPPER_REGISTRY
 from detlab.data.samplers import (
     InferenceSampler,
@@ -31,11 +31,13 @@ from detlab.data.samplers import (
     TrainingSampler,
     repeat_factors_from_category_frequency,
 )
+from detlab.data.stats import dataset_stats, format_dataset_stats
 
 register_builtin()
 
 __all__ = [
     "MAPPER_REGISTRY",
+    "ClassAwareMapper",
     "DatasetCatalog",
     "DatasetMapper",
     "InferenceSampler",
@@ -51,6 +53,8 @@ __all__ = [
     "build_detection_train_loader",
     "build_mapper",
     "data_root",
+    "dataset_stats",
+    "format_dataset_stats",
     "generate_synthetic_sar",
     "get_detection_dataset_dicts",
     "load_coco_json",

@@ -304,6 +304,7 @@ def build_detection_train_loader(
             f"SOLVER.IMS_PER_BATCH ({total}) must be divisible by the number of processes "
             f"({world})."
         )
+    dataset_given = dataset
     if dataset is None:
         dataset = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
@@ -334,7 +335,7 @@ def build_detection_train_loader(
         groups = [int(d.get("width", 1) > d.get("height", 1)) for d in dataset]
     stream = GroupedBatchStream(sampler, total // world, groups)
     base = Counter()
-    for n in cfg.DATASETS.TRAIN:
+    for n in cfg.DATASETS.TRAIN if dataset_given is None else ():
         meta = MetadataCatalog.get(n)
         if "json_file" in meta and "image_root" in meta.__dict__:
             stats = load_stats(meta.json_file)

@@ -39,3 +39,49 @@ def test_test_loader_each_image_once_in_order(tiny_sar, small_cfg):
     batches = list(build_detection_test_loader(small_cfg, name))
     ids = [x["image_id"] for b in batches for x in b]
     assert ids == [1, 2, 3, 4, 5]
+
+
+class _DiesInWorkers:
+    """Wraps a mapper; kills any worker process that calls it (like a crashed worker)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, d, rng):
+        import os
+
+        from torch.utils.data import get_worker_info
+
+        if get_worker_info() is not None:
+            os._exit(1)
+        return self.inner(d, rng)
+
+
+def test_worker_death_falls_back_in_process_at_same_position(tiny_sar, small_cfg):
+    from detlab.data import build_mapper
+
+    small_cfg.DATASETS.TRAIN = (tiny_sar(num_images=8),)
+    reference = _take(build_detection_train_loader(small_cfg), 4)
+    small_cfg.DATALOADER.NUM_WORKERS = 2
+    mapper = _DiesInWorkers(build_mapper(small_cfg, True))
+    loader = build_detection_train_loader(small_cfg, start_iter=1, mapper=mapper)
+    got = _take(loader, 3)
+    for a, b in zip(reference[1:], got, strict=True):
+        _same(a, b)
+    assert loader.stats()["worker_failures"] == 1
+
+
+def test_corrupt_image_is_skipped_counted_and_replaced(tiny_sar, small_cfg, caplog):
+    from detlab.data import DatasetCatalog
+
+    name = tiny_sar(num_images=6)
+    dicts = DatasetCatalog.get(name)
+    dicts = [d for d in dicts if d["annotations"]]
+    with open(dicts[0]["file_name"], "r+b") as f:  # truncate the PNG
+        f.truncate(100)
+    loader = build_detection_train_loader(small_cfg, dataset=dicts)
+    batches = _take(loader, 3 * len(dicts))
+    assert all(len(b) == 2 for b in batches)
+    assert dicts[0]["image_id"] not in {x["image_id"] for b in batches for x in b}
+    assert loader.stats()["skipped_images"] >= 3
+    assert sum(dicts[0]["file_name"] in r.getMessage() for r in caplog.records) == 1

@@ -27,14 +27,16 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-__all__ = ["SHIP_TYPES", "SyntheticSARSpec", "render_scene"]
+GENERATOR_VERSION = 2  # bump whenever scenes change, so cached sets are regenerated
+
+__all__ = ["GENERATOR_VERSION", "SHIP_TYPES", "SyntheticSARSpec", "render_scene"]
 
 # Ship types: (min length px, max length px, min aspect, max aspect).
 SHIP_TYPES: dict[str, tuple[float, float, float, float]] = {
-    "cargo": (10.0, 100.0, 5.5, 7.5),
-    "tanker": (20.0, 110.0, 4.5, 6.0),
+    "cargo": (10.0, 150.0, 5.5, 7.5),
+    "tanker": (20.0, 170.0, 4.5, 6.0),
     "fishing": (8.0, 18.0, 3.0, 4.5),
-    "generic": (8.0, 90.0, 4.0, 8.0),
+    "generic": (8.0, 120.0, 4.0, 8.0),
 }
 
 
@@ -61,7 +63,7 @@ class SyntheticSARSpec:
         """A short stable text of every parameter (names the cache folder)."""
         cls = ";".join(f"{k}={v[0]:g}:{','.join(v[1])}" for k, v in self.classes.items())
         return (
-            f"n{self.num_images}_{self.height}x{self.width}_s{self.seed}_L{self.looks}_"
+            f"g{GENERATOR_VERSION}_n{self.num_images}_{self.height}x{self.width}_s{self.seed}_L{self.looks}_"
             f"scr{self.scr_db}_k{self.ships_per_image}_sf{self.short_fraction:g}_"
             f"hn{self.hard_negative_prob:g}_{self.ext}_{cls}"
         )

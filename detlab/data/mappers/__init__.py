@@ -1,7 +1,14 @@
 """Mappers (``MAPPER_REGISTRY``): dataset dict → model input, chosen by ``DATALOADER.MAPPER``."""
 
 from detlab.data.mappers.build import MAPPER_REGISTRY
+from detlab.data.mappers.class_aware import ClassAwareMapper
 from detlab.data.mappers.dataset_mapper import DatasetMapper
 from detlab.data.mappers.ship_sar import ShipSARMapper, sar_augmentations
 
-__all__ = ["MAPPER_REGISTRY", "DatasetMapper", "ShipSARMapper", "sar_augmentations"]
+__all__ = [
+    "MAPPER_REGISTRY",
+    "ClassAwareMapper",
+    "DatasetMapper",
+    "ShipSARMapper",
+    "sar_augmentations",
+]
