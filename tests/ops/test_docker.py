@@ -1,0 +1,69 @@
+"""The Docker files: compose structure (services, GPU reservation, volumes, unique names)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker" / "docker-compose.yml"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+
+
+def load_compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def substitute(text: str, env: dict[str, str]) -> str:
+    """Compose-style ``${VAR:-default}`` substitution, enough to check interpolation."""
+    return re.sub(
+        r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1), m.group(2) or ""), text
+    )
+
+
+def test_compose_has_trainer_and_tensorboard():
+    services = load_compose()["services"]
+    assert {"trainer", "tensorboard"} <= set(services)
+    trainer = services["trainer"]
+    assert trainer["build"]["dockerfile"] == "docker/Dockerfile"
+    assert (ROOT / trainer["build"]["context"].replace("..", ".")).exists()
+
+
+def test_trainer_reserves_the_chosen_gpu():
+    trainer = load_compose()["services"]["trainer"]
+    devices = trainer["deploy"]["resources"]["reservations"]["devices"]
+    assert len(devices) == 1
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert devices[0]["device_ids"] == ["${CUDA_DEVICES:-0}"]
+    assert substitute(devices[0]["device_ids"][0], {"CUDA_DEVICES": "1"}) == "1"
+    assert substitute(devices[0]["device_ids"][0], {}) == "0"
+
+
+def test_container_names_are_unique_per_run_and_gpu():
+    trainer = load_compose()["services"]["trainer"]
+    name = trainer["container_name"]
+    a = substitute(name, {"RUN_NAME": "sar", "CUDA_DEVICES": "0"})
+    b = substitute(name, {"RUN_NAME": "infra", "CUDA_DEVICES": "1"})
+    assert a != b and a == "detlab-sar-gpu0"
+
+
+def test_volumes_for_data_and_output():
+    services = load_compose()["services"]
+    mounts = [substitute(v, {}).split(":") for v in services["trainer"]["volumes"]]
+    assert {m[1] for m in mounts} >= {"/data", "/output"}
+    assert {m[0] for m in mounts} == {"./data", "./output"}
+    tb = services["tensorboard"]
+    tb_mounts = [substitute(v, {}).split(":") for v in tb["volumes"]]
+    assert ["./output", "/output", "ro"] in tb_mounts
+    assert tb["ports"] == ["${TB_PORT:-6006}:6006"]
+    assert substitute(tb["ports"][0], {"TB_PORT": "7007"}) == "7007:6006"
+
+
+def test_dockerfile_installs_detlab_on_cuda_base():
+    text = DOCKERFILE.read_text()
+    assert re.search(r"ARG BASE_IMAGE=pytorch/pytorch:[\w.\-]+cuda", text)
+    assert "pip install -e" in text
+    for path in re.findall(r"^COPY (\S+) ", text, flags=re.M):
+        assert (ROOT / path).exists(), f"Dockerfile copies missing path {path}"
