@@ -22,7 +22,12 @@ def build_parser() -> DetlabArgumentParser:
         "leaderboard (leaderboard.md / leaderboard.csv in the sweep root).",
     )
     parser.add_argument("spec", help="sweep spec YAML (see configs/sweeps/)")
-    parser.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    parser.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        default="local",
+        help="local subprocesses (default) or one Slurm job per trial through submitit",
+    )
     parser.add_argument(
         "--parallel", type=int, help="trials at a time (local: default = #GPUs or 1)"
     )

@@ -195,7 +195,9 @@ class SlurmLauncher(Launcher):
             executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
             executor.update_parameters(**self.parameters)
         self.executor = executor
-        self.cluster = getattr(executor, "cluster", cluster)
+        inner = getattr(executor, "_executor", executor)  # AutoExecutor wraps the real one
+        with contextlib.suppress(Exception):
+            self.cluster = str(inner.name())
 
     def describe(self) -> str:
         shown = {k: v for k, v in self.parameters.items() if k not in ("nodes", "tasks_per_node")}

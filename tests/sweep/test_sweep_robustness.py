@@ -107,7 +107,8 @@ def test_second_sweep_on_the_same_root_is_refused(tmp_path):
         pass
 
 
-def test_slurm_launcher_through_submitit_local_executor(make_spec):
+@pytest.mark.parametrize("how", ["auto-local", "LocalExecutor"])
+def test_slurm_launcher_through_submitit_local_executor(make_spec, how):
     spec = load_spec(
         make_spec(
             parameters={
@@ -117,8 +118,17 @@ def test_slurm_launcher_through_submitit_local_executor(make_spec):
             slurm={"partition": "gpu", "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 5},
         )
     )
-    launcher = SlurmLauncher(str(make_spec.root / ".submitit"), slurm=spec.slurm, cluster="local")
-    assert launcher.executor.cluster == "local"
+    folder = str(make_spec.root / ".submitit")
+    if how == "auto-local":
+        launcher = SlurmLauncher(folder, slurm=spec.slurm, cluster="local")
+        assert launcher.executor.cluster == "local"
+    else:
+        import submitit
+
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=5)
+        launcher = SlurmLauncher(folder, executor=executor)
+    assert launcher.cluster == "local"
     messages: list[str] = []
     outcome = run_sweep(spec, launcher, out=messages.append)
     assert outcome.counts == {"done": 1, "failed": 1}
