@@ -209,3 +209,18 @@ def test_paths_resolve_against_the_spec_and_cwd(tmp_path, monkeypatch):
     assert spec.output_root == str(tmp_path / "runs" / "x")
     assert load_spec(path, output_root="elsewhere").output_root == str(tmp_path / "elsewhere")
     assert spec.metric_key == ("bbox", "AP")
+
+
+def test_planning_a_sweep_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, {"parameters": {"SOLVER.BASE_LR": [1, 2]}, "train_script": "t.py"})
+    (tmp_path / "t.py").write_text("")
+    code = (
+        "import sys; from detlab.sweep import load_spec, plan_sweep; "
+        f"plan_sweep(load_spec({str(path)!r})); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
