@@ -168,6 +168,12 @@ def build_albumentations(specs: Sequence[Any], where: str = "INPUT.AUGMENTATIONS
     transforms = [build_transform(spec, i, where) for i, spec in enumerate(specs or [])]
     if not transforms:
         return None
+    with warnings.catch_warnings():  # "no transform to process bboxes" for photometric lists
+        warnings.simplefilter("ignore", UserWarning)
+        return _compose(A, transforms)
+
+
+def _compose(A, transforms):  # noqa: N803 - the albumentations module
     return A.Compose(
         transforms,
         bbox_params=A.BboxParams(
@@ -219,5 +225,7 @@ def apply_albumentations(
     if new_img.ndim == 2:
         new_img = new_img[:, :, None]
     keep = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
-    new_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)[:, :4]
+    new_boxes = np.asarray(out["bboxes"], dtype=np.float64).reshape(-1, 4)[:, :4]
+    # albumentations works in normalised coordinates: snap float noise (1e-4 px) away
+    new_boxes = (np.round(new_boxes * 1024.0) / 1024.0).astype(np.float32)
     return new_img.astype(np.float32, copy=False), new_boxes, labels[keep]
