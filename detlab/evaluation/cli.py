@@ -51,6 +51,8 @@ def build_parser() -> DetlabArgumentParser:
     o.add_argument("--score-thresh", type=float, help="score of P/R/F1 and confusion (0.5)")
     o.add_argument("--worst-k", type=int, help="classes listed first (5)")
     o.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    o.add_argument("--workers", type=int,
+                   help="processes for --gt/--pred (default: 2 when a CPU is idle)")  # fmt: skip
     o.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="config overrides (with --config-file)")  # fmt: skip
@@ -62,26 +64,40 @@ def _print_warnings(caught: list) -> None:
         print(f"warning: {w.message}", file=sys.stderr)
 
 
+def _default_workers() -> int:
+    """2 when this machine has at least two CPUs and one of them is idle, else 1."""
+    cpus = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this platform
+        busy = 0.0
+    return 2 if cpus >= 2 and busy <= cpus - 1 else 1
+
+
 def _eval_files(args: argparse.Namespace) -> int:
-    from detlab.evaluation.report import run_evaluation, write_outputs
+    from detlab.evaluation.report import evaluate_to_dir
 
     if not (args.gt and args.pred):
         raise UserError("--gt and --pred go together: pass both a ground-truth and a results json.")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        report = run_evaluation(
+        report = evaluate_to_dir(
             args.gt,
             args.pred,
+            args.out,
             area_ranges=args.area_ranges,
             backend=args.backend or "faster_coco_eval",
             iou_thresh=0.5 if args.iou_thresh is None else args.iou_thresh,
             score_thresh=0.5 if args.score_thresh is None else args.score_thresh,
             worst_k=5 if args.worst_k is None else args.worst_k,
+            plots=not args.no_plots,
+            workers=args.workers or _default_workers(),
         )
     _print_warnings(caught)
     print(report.console())
     if args.out:
-        write_outputs(report, args.out, plots=not args.no_plots)
         print(f"\nWrote metrics.json, per_class.csv, report.md and figures to {args.out}")
     return 0
 

@@ -13,6 +13,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -144,9 +145,16 @@ def _mean_valid(a: np.ndarray) -> float | None:
 
 
 def _run_backend(
-    backend: str, gt: dict, preds: list[dict], area_ranges: Mapping[str, tuple[float, float]]
+    backend: str,
+    gt: dict,
+    preds: list[dict],
+    area_ranges: Mapping[str, tuple[float, float]],
+    cat_ids: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``evaluate`` + ``accumulate`` on the chosen backend; returns precision, recall, thrs."""
+    """``evaluate`` + ``accumulate`` on the chosen backend; returns precision, recall, thrs.
+
+    ``cat_ids`` restricts the evaluation to those categories (sorted), e.g. for one worker.
+    """
     labels = ["all", *area_ranges]
     rngs = [list(_ALL_RANGE), *([float(lo), float(hi)] for lo, hi in area_ranges.values())]
     sink = io.StringIO()
@@ -177,11 +185,77 @@ def _run_backend(
         ev.params.areaRng = rngs
         ev.params.areaRngLbl = labels
         ev.params.maxDets = list(_MAX_DETS)
+        if cat_ids is not None:
+            ev.params.catIds = sorted(cat_ids)
         ev.evaluate()
         ev.accumulate()
     precision = np.asarray(ev.eval["precision"], dtype=np.float64)
     recall = np.asarray(ev.eval["recall"], dtype=np.float64)
     return precision, recall, np.asarray(ev.params.iouThrs), np.asarray(ev.params.recThrs)
+
+
+def _fork_available() -> bool:
+    import multiprocessing
+
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _backend_worker(conn: Any, args: tuple) -> None:
+    try:
+        conn.send(("ok", _run_backend(*args)))
+    except BaseException as err:  # report anything to the parent, which re-raises
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+    finally:
+        conn.close()
+
+
+def _run_backend_parallel(
+    backend: str,
+    gt: dict,
+    preds: list[dict],
+    area_ranges: Mapping[str, tuple[float, float]],
+    cat_ids: Sequence[int],
+    workers: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_run_backend` with the categories split over forked processes.
+
+    COCO's per-category numbers are independent (matching, max-dets and accumulation are all
+    per category), so the class axis of the arrays is simply concatenated back.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    order = sorted(cat_ids)
+    chunks = [order[i::workers] for i in range(workers) if order[i::workers]]
+    procs = []
+    for chunk in chunks[1:]:
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=_backend_worker, args=(send, (backend, gt, preds, area_ranges, chunk))
+        )
+        proc.daemon = True
+        proc.start()
+        send.close()
+        procs.append((proc, recv))
+    parts = [_run_backend(backend, gt, preds, area_ranges, chunks[0])]
+    for proc, recv in procs:
+        try:
+            status, payload = recv.recv()
+        except EOFError:
+            status, payload = "error", "the worker process died"
+        proc.join()
+        if status != "ok":
+            raise RuntimeError(f"COCO evaluation worker failed: {payload}")
+        parts.append(payload)
+    position = {c: k for k, c in enumerate(order)}
+    n = len(order)
+    precision = np.empty((*parts[0][0].shape[:2], n, *parts[0][0].shape[3:]))
+    recall = np.empty((parts[0][1].shape[0], n, *parts[0][1].shape[2:]))
+    for chunk, (p, r, _, _) in zip(chunks, parts, strict=True):
+        idx = [position[c] for c in chunk]
+        precision[:, :, idx] = p
+        recall[:, idx] = r
+    return precision, recall, parts[0][2], parts[0][3]
 
 
 def _empty_arrays(
@@ -212,6 +286,7 @@ def evaluate_coco(
     predictions: str | os.PathLike | Sequence[Mapping[str, Any]],
     area_ranges: Any = None,
     backend: str = "faster_coco_eval",
+    workers: int = 1,
 ) -> CocoMetrics:
     """COCO box metrics of ``predictions`` against ``gt`` (paths or in-memory objects).
 
@@ -220,6 +295,9 @@ def evaluate_coco(
         predictions: COCO results list or json path (XYWH px boxes with scores).
         area_ranges: named size buckets (see :func:`parse_area_ranges`); None = COCO's.
         backend: ``"faster_coco_eval"`` or ``"pycocotools"``.
+        workers: processes to split the categories over (Linux fork; 1 = this process only).
+            Use more than 1 only from a process without threads in flight (not from a
+            training loop).
 
     Returns:
         :class:`CocoMetrics` with ``summary`` (AP, AP50, AP75, AP<b>, AR1, AR10, AR100, AR<b>
@@ -238,7 +316,11 @@ def evaluate_coco(
             f"{n} ({c['id']})" if class_names.count(n) > 1 else n
             for n, c in zip(class_names, cats, strict=True)
         ]
-    if preds:
+    if preds and workers > 1 and len(cat_ids) > 1 and _fork_available():
+        precision, recall, iou_thrs, rec_thrs = _run_backend_parallel(
+            backend, gt, preds, ranges, cat_ids, min(workers, len(cat_ids))
+        )
+    elif preds:
         precision, recall, iou_thrs, rec_thrs = _run_backend(backend, gt, preds, ranges)
     else:
         warnings.warn(

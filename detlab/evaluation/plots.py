@@ -6,7 +6,9 @@ drawing needs no display and leaves no global state behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,7 +16,13 @@ import numpy as np
 if TYPE_CHECKING:
     from detlab.evaluation.report import EvaluationReport
 
-__all__ = ["plot_confusion_matrix", "plot_pr_curves", "plot_size_ap"]
+__all__ = [
+    "PLOTTERS",
+    "BackgroundPlotter",
+    "plot_confusion_matrix",
+    "plot_pr_curves",
+    "plot_size_ap",
+]
 
 
 def _figure(width: float, height: float) -> Any:
@@ -133,3 +141,76 @@ def plot_confusion_matrix(report: EvaluationReport, path: str | os.PathLike) -> 
     margin = min(0.3, 0.012 * max(len(n) for n in names) + 0.08)
     fig.subplots_adjust(left=margin, right=0.9, bottom=margin, top=0.94)
     _save(fig, path)
+
+
+PLOTTERS = {
+    "pr_curves.png": plot_pr_curves,
+    "size_ap.png": plot_size_ap,
+    "confusion_matrix.png": plot_confusion_matrix,
+}
+
+
+def _plot_worker(conn: Any) -> None:
+    """Forked process: import matplotlib at once, then draw each (name, report, path) sent."""
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401  (the slow part, done early)
+        import matplotlib.figure  # noqa: F401
+
+        while (msg := conn.recv()) is not None:
+            name, report, path = msg
+            PLOTTERS[name](report, path)
+        conn.send(("ok", ""))
+    except BaseException as err:  # the parent redraws whatever is missing
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+    finally:
+        conn.close()
+
+
+class BackgroundPlotter:
+    """Draws the figures in a forked process while the caller keeps computing (Linux only).
+
+    ``draw(name, report, path)`` queues a figure (``report`` is pickled, so pass one without
+    the raw ground truth and detections); ``close()`` waits and redraws in this process any
+    figure the worker could not produce. Without fork, ``draw`` simply draws in place.
+    """
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._queued: list[tuple[str, Any, str]] = []
+        self._conn = self._proc = None
+        if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
+            ctx = multiprocessing.get_context("fork")
+            self._conn, child = ctx.Pipe()
+            self._proc = ctx.Process(target=_plot_worker, args=(child,), daemon=True)
+            self._proc.start()
+            child.close()
+
+    def draw(self, name: str, report: EvaluationReport, path: str | os.PathLike) -> None:
+        path = os.fspath(path)
+        if self._conn is None:
+            PLOTTERS[name](report, path)
+            return
+        self._queued.append((name, report, path))
+        with contextlib.suppress(OSError):  # worker gone: close() redraws
+            self._conn.send((name, report, path))
+
+    def close(self, timeout: float = 300.0) -> None:
+        if self._conn is None:
+            return
+        status = "error"
+        try:
+            self._conn.send(None)
+            if self._conn.poll(timeout):
+                status, _ = self._conn.recv()
+        except (OSError, EOFError):
+            pass
+        self._conn.close()
+        self._proc.join(5)
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._conn = None
+        for name, report, path in self._queued:
+            if status != "ok" or not os.path.isfile(path):
+                PLOTTERS[name](report, path)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ from detlab.evaluation.coco_metrics import CocoMetrics, bucket_suffixes, evaluat
 from detlab.evaluation.leaderboard import to_markdown
 from detlab.evaluation.matching import MatchResult, match_detections
 
-__all__ = ["EvaluationReport", "run_evaluation", "write_outputs"]
+__all__ = ["EvaluationReport", "evaluate_to_dir", "run_evaluation", "write_outputs"]
 
 
 @dataclass
@@ -182,9 +183,12 @@ def run_evaluation(
     iou_thresh: float = 0.5,
     score_thresh: float = 0.5,
     worst_k: int = 5,
+    workers: int = 1,
 ) -> EvaluationReport:
     """COCO metrics and matching of ``predictions`` against ``gt`` (paths or objects)."""
-    metrics = evaluate_coco(gt, predictions, area_ranges=area_ranges, backend=backend)
+    metrics = evaluate_coco(
+        gt, predictions, area_ranges=area_ranges, backend=backend, workers=workers
+    )
     matches = match_detections(
         metrics.gt, metrics.predictions, metrics.cat_ids, iou_thresh, score_thresh
     )
@@ -228,3 +232,56 @@ def write_outputs(
         plot_size_ap(report, path("size_ap.png"))
         plot_confusion_matrix(report, path("confusion_matrix.png"))
     return written
+
+
+def evaluate_to_dir(
+    gt: Any,
+    predictions: Any,
+    out_dir: str | os.PathLike | None,
+    *,
+    area_ranges: Any = None,
+    backend: str = "faster_coco_eval",
+    iou_thresh: float = 0.5,
+    score_thresh: float = 0.5,
+    worst_k: int = 5,
+    plots: bool = True,
+    workers: int = 1,
+) -> EvaluationReport:
+    """:func:`run_evaluation` + :func:`write_outputs`, overlapped when ``workers > 1``.
+
+    With several workers (Linux), the COCO evaluation is split by category over processes
+    and the figures are drawn by a process forked at the start (it imports matplotlib while
+    the files are read). Results are identical to the sequential path.
+    """
+    plotter = None
+    if out_dir is not None and plots and workers > 1:
+        from detlab.evaluation.plots import BackgroundPlotter
+
+        plotter = BackgroundPlotter()
+    try:
+        metrics = evaluate_coco(
+            gt, predictions, area_ranges=area_ranges, backend=backend, workers=workers
+        )
+        light = dataclasses.replace(
+            metrics, gt={"images": [], "annotations": [], "categories": []}, predictions=[]
+        )
+        if plotter is not None:
+            os.makedirs(out_dir, exist_ok=True)
+            early = EvaluationReport(light, None, worst_k)  # type: ignore[arg-type]
+            for name in ("pr_curves.png", "size_ap.png"):
+                plotter.draw(name, early, os.path.join(out_dir, name))
+        matches = match_detections(
+            metrics.gt, metrics.predictions, metrics.cat_ids, iou_thresh, score_thresh
+        )
+        report = EvaluationReport(metrics=metrics, matches=matches, worst_k=worst_k)
+        if plotter is not None:
+            late = EvaluationReport(light, matches, worst_k)
+            plotter.draw(
+                "confusion_matrix.png", late, os.path.join(out_dir, "confusion_matrix.png")
+            )
+        if out_dir is not None:
+            write_outputs(report, out_dir, plots=plots and plotter is None)
+    finally:
+        if plotter is not None:
+            plotter.close()
+    return report

@@ -178,3 +178,20 @@ def test_compare_bad_inputs(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("baselines:\n  - {name: x, AP: high}\n")
     err = _err(capsys, ["--compare", run, "--baselines", str(tmp_path / "bad.yaml")])
     assert "'x' has AP = 'high'" in err
+
+
+def test_parallel_workers_give_identical_outputs(files, tmp_path, capsys):
+    _, _, gt_path, pred_path = files
+    outs = {}
+    for workers in ("1", "3"):
+        out = tmp_path / f"w{workers}"
+        argv = ["--gt", gt_path, "--pred", pred_path, "--out", str(out), "--workers", workers]
+        assert main(argv) == 0
+        for name in ("pr_curves.png", "size_ap.png", "confusion_matrix.png"):
+            assert (out / name).stat().st_size > 0, name
+        outs[workers] = {
+            name: (out / name).read_text()
+            for name in ("metrics.json", "per_class.csv", "report.md", "confusion_matrix.csv")
+        }
+    assert outs["1"] == outs["3"]
+    assert "at least 1" in _err(capsys, ["--gt", gt_path, "--pred", pred_path, "--workers", "0"])
