@@ -27,6 +27,7 @@ import cv2
 from detlab.data.catalog import DatasetCatalog, MetadataCatalog
 from detlab.data.datasets.coco import load_coco_json
 from detlab.data.datasets.synthetic_sar import SyntheticSARSpec, render_scene
+from detlab.utils.errors import UserError
 
 __all__ = [
     "BUILTIN_SYNTHETIC",
@@ -103,8 +104,17 @@ def generate_synthetic_sar(out_dir: str, spec: SyntheticSARSpec) -> str:
     """
     out_dir = os.path.abspath(out_dir)
     json_path = os.path.join(out_dir, "annotations.json")
-    if os.path.isfile(os.path.join(out_dir, _DONE)):
+    done = os.path.join(out_dir, _DONE)
+    if os.path.isfile(done):
+        with open(done, encoding="utf-8") as f:
+            if f.read().strip() != spec.fingerprint():
+                raise UserError(
+                    f"{out_dir} already holds a different synthetic SAR set; choose another "
+                    "output folder or delete it."
+                )
         return json_path
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise UserError(f"{out_dir} exists and is not empty; choose another output folder.")
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
