@@ -14,30 +14,24 @@ __all__ = ["draw_detections", "log_sample_images"]
 logger = logging.getLogger("detlab")
 
 
-def _to_uint8_rgb(image: torch.Tensor) -> torch.Tensor:
-    """C×H×W float (0..255 scale) → 3×H×W uint8, min-max stretched per image."""
-    img = image.detach().float().cpu()
-    if img.shape[0] == 1:
-        img = img.expand(3, -1, -1)
-    elif img.shape[0] >= 3:
-        img = img[:3].flip(0)  # BGR → RGB for display
-    lo, hi = float(img.min()), float(img.max())
-    img = (img - lo) / max(hi - lo, 1e-6) * 255.0
-    return img.clamp(0, 255).to(torch.uint8)
-
-
 def draw_detections(
     image: torch.Tensor, gt_boxes: torch.Tensor, pred_boxes: torch.Tensor
 ) -> torch.Tensor:
-    """Boxes are XYXY in ``image``'s pixels; returns a 3×H×W uint8 image."""
-    from torchvision.utils import draw_bounding_boxes
+    """Boxes are XYXY in ``image``'s pixels; returns a 3×H×W uint8 image.
 
-    img = _to_uint8_rgb(image)
-    if len(gt_boxes):
-        img = draw_bounding_boxes(img, gt_boxes.float(), colors="lime", width=1)
-    if len(pred_boxes):
-        img = draw_bounding_boxes(img, pred_boxes.float(), colors="red", width=1)
-    return img
+    Drawn by :func:`detlab.utils.visualizer.draw_on_tensor`, the code ``tools/visualize.py``
+    uses: ground truth solid green, predictions dashed red.
+    """
+    from detlab.utils.visualizer import draw_on_tensor
+
+    return draw_on_tensor(
+        image,
+        gt_boxes=gt_boxes,
+        pred_boxes=pred_boxes,
+        gt_color=(0, 255, 0),
+        pred_color=(255, 0, 0),
+        labels=False,
+    )
 
 
 @torch.no_grad()
