@@ -12,11 +12,16 @@ DETECTORS = ["FCOS", "FasterRCNN"]
 
 
 def test_every_registered_detector_is_tested():
-    assert set(META_ARCH_REGISTRY.names()) == set(DETECTORS)
+    built_in = {
+        n
+        for n in META_ARCH_REGISTRY.names()
+        if META_ARCH_REGISTRY.get(n).__module__.startswith("detlab.modeling.")
+    }
+    assert built_in == set(DETECTORS)
 
 
-def _train(model, batch, iters, lr=0.01):
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+def _train(model, batch, iters, lr=3e-3):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     history = []
     for _ in range(iters):
         losses = model(batch)
@@ -36,8 +41,8 @@ def test_loss_falls_on_tiny_batch(tiny_cfg, make_batch, meta):
     batch = make_batch()
     losses = model(batch)
     assert losses and all(k.startswith("loss_") and v.dim() == 0 for k, v in losses.items())
-    history = _train(model, batch, 60)
-    assert history[-1] < 0.4 * history[0], history[::10]
+    history = _train(model, batch, 30)
+    assert sum(history[-3:]) / 3 < 0.5 * history[0], history[::5]
 
 
 @pytest.mark.parametrize("meta", DETECTORS)
