@@ -21,6 +21,7 @@ from detlab.utils.errors import UserError
 
 __all__ = [
     "gt_from_dataset_dicts",
+    "internal_ids",
     "load_gt",
     "load_json_file",
     "load_predictions",
@@ -89,7 +90,13 @@ def load_gt(gt: str | os.PathLike | Mapping[str, Any]) -> dict:
         if not isinstance(cat, Mapping) or "id" not in cat:
             raise UserError(f"The ground truth {src}: categories[{i}] has no 'id'.")
     img_ids = {img["id"] for img in images}
+    if len(img_ids) < len(images):
+        seen: set = set()
+        dup = next(img["id"] for img in images if img["id"] in seen or seen.add(img["id"]))
+        raise UserError(f"The ground truth {src} lists image id {dup!r} more than once.")
     cat_ids = {cat["id"] for cat in categories}
+    if len(cat_ids) < len(categories):
+        raise UserError(f"The ground truth {src} lists a category id more than once.")
     anns_out = []
     used_ids = {a.get("id") for a in data.get("annotations") or [] if isinstance(a, Mapping)}
     next_id = 1
@@ -124,6 +131,24 @@ def load_gt(gt: str | os.PathLike | Mapping[str, Any]) -> dict:
     out = dict(data)
     out["annotations"] = anns_out
     return out
+
+
+def internal_ids(gt: dict, predictions: list[dict]) -> tuple[dict, list[dict]]:
+    """Renumber images and annotations 1..N for the COCO backends (category ids are kept).
+
+    Both backends index annotations by ``id`` (duplicates would be dropped, and id 0 reads as
+    "unmatched") and faster-coco-eval needs integer image ids; renumbering avoids all three.
+    ``gt`` must come from :func:`load_gt` and ``predictions`` from :func:`load_predictions`
+    (their annotation and detection dicts are owned and updated in place).
+    """
+    img_map = {img["id"]: i + 1 for i, img in enumerate(gt["images"])}
+    images = [{**img, "id": i + 1} for i, img in enumerate(gt["images"])]
+    for j, ann in enumerate(gt["annotations"]):
+        ann["id"] = j + 1
+        ann["image_id"] = img_map[ann["image_id"]]
+    for det in predictions:
+        det["image_id"] = img_map[det["image_id"]]
+    return {**gt, "images": images}, predictions
 
 
 def _few(values: Sequence[Any], n: int = 5) -> str:

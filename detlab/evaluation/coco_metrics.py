@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from detlab.evaluation.coco_io import load_gt, load_predictions
+from detlab.evaluation.coco_io import internal_ids, load_gt, load_predictions
 from detlab.utils.errors import UserError
 
 __all__ = [
@@ -97,11 +97,16 @@ def parse_area_ranges(spec: Any) -> dict[str, tuple[float, float]]:
     return out
 
 
+_COCO_SUFFIX = {"small": "s", "medium": "m", "large": "l"}
+
+
 def bucket_suffixes(names: Sequence[str]) -> dict[str, str]:
-    """Metric-key suffix per bucket: its first letter (``APs``) when unique, else the name."""
-    first = [n[0] for n in names]
-    unique = len(set(first)) == len(first)
-    return {n: (n[0] if unique else n) for n in names}
+    """Metric-key suffix per bucket: COCO's ``s``/``m``/``l`` for small/medium/large (``APs``),
+    the bucket's own name otherwise (``APtiny``); all full names if that would clash."""
+    short = {n: _COCO_SUFFIX.get(n, n) for n in names}
+    if len(set(short.values())) < len(short):
+        return {n: n for n in names}
+    return short
 
 
 @dataclass
@@ -110,6 +115,8 @@ class CocoMetrics:
 
     ``precision`` is T×R×K×A×M and ``recall`` T×K×A×M (IoU thresholds, recall thresholds,
     classes, area ranges with ``all`` first, max-dets 1/10/100); -1 marks "no ground truth".
+    ``gt`` and ``predictions`` are the checked inputs with images and annotations renumbered
+    1..N (see :func:`~detlab.evaluation.coco_io.internal_ids`).
     """
 
     gt: dict
@@ -306,7 +313,7 @@ def evaluate_coco(
     if backend not in BACKENDS:
         raise UserError(f"TEST.COCO_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}.")
     gt = load_gt(gt)
-    preds = load_predictions(predictions, gt)
+    gt, preds = internal_ids(gt, load_predictions(predictions, gt))
     ranges = parse_area_ranges(area_ranges)
     cats = sorted(gt["categories"], key=lambda c: c["id"])
     cat_ids = [c["id"] for c in cats]

@@ -94,7 +94,7 @@ def test_custom_buckets_match_pycocotools_area_rng(coco_factory, backend):
     m = evaluate_coco(gt, dets, area_ranges=spec, backend=backend)
     res = m.results()
     p, r = ev.eval["precision"], ev.eval["recall"]
-    for a, suffix in enumerate(["t", "s", "m", "b"], start=1):
+    for a, suffix in enumerate(["tiny", "s", "mid", "big"], start=1):
         assert res[f"AP{suffix}"] == pytest.approx(ref_mean(p[:, :, :, a, -1]), abs=1e-6)
         assert res[f"AR{suffix}"] == pytest.approx(ref_mean(r[:, :, a, -1]), abs=1e-6)
     assert res["AP"] == pytest.approx(ref_mean(p[:, :, :, 0, -1]), abs=1e-6)
@@ -104,8 +104,8 @@ def test_custom_buckets_match_pycocotools_area_rng(coco_factory, backend):
 def test_bucket_without_gt_is_absent(coco_factory):
     gt, dets = coco_factory(4, num_images=10)
     res = evaluate_coco(gt, dets, area_ranges="huge:1e9:inf,rest:0:1e9").results()
-    assert "APh" not in res and "ARh" not in res
-    assert "APr" in res
+    assert "APhuge" not in res and "ARhuge" not in res
+    assert "APrest" in res and "ARrest" in res
 
 
 def test_inputs_are_not_modified_and_files_work(coco_factory, tmp_path):
@@ -165,3 +165,28 @@ def test_bad_backend(coco_factory):
     gt, dets = coco_factory(0, num_images=2)
     with pytest.raises(UserError, match="COCO_BACKEND"):
         evaluate_coco(gt, dets, backend="detectron")
+
+
+@pytest.mark.parametrize("backend", ["faster_coco_eval", "pycocotools"])
+def test_string_image_ids_and_annotation_id_zero(coco_factory, backend):
+    gt, dets = coco_factory(8, num_images=12)
+    ref = pycocotools_eval(gt, dets)
+    odd = copy.deepcopy(gt)
+    names = {img["id"]: f"scene_{img['id']}.tif" for img in odd["images"]}
+    for img in odd["images"]:
+        img["id"] = names[img["id"]]
+    for i, ann in enumerate(odd["annotations"]):
+        ann["image_id"] = names[ann["image_id"]]
+        ann["id"] = i  # starts at 0, which COCO tools read as "unmatched"
+    odd_dets = [{**d, "image_id": names[d["image_id"]]} for d in dets]
+    res = evaluate_coco(odd, odd_dets, backend=backend).results()
+    for key, value in zip(STANDARD, ref.stats, strict=True):
+        if value >= 0:
+            assert res[key] == pytest.approx(value * 100, abs=1e-6), key
+
+
+def test_duplicate_image_ids_are_refused(coco_factory):
+    gt, dets = coco_factory(9, num_images=3)
+    gt["images"].append(dict(gt["images"][0]))
+    with pytest.raises(UserError, match="more than once"):
+        evaluate_coco(gt, dets)

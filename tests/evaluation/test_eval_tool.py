@@ -43,7 +43,8 @@ def test_results_file_mode_end_to_end_without_torch(files, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "TORCH False" in proc.stdout
-    assert "Per class, worst" in proc.stdout and "APt" in proc.stdout
+    assert "Per class, worst" in proc.stdout and "APtiny" in proc.stdout
+    assert "APtiny-cls0" in json.loads((out / "metrics.json").read_text())["bbox"]
     for name in ("metrics.json", "per_class.csv", "report.md", "pr_curves.png", "size_ap.png",
                  "confusion_matrix.png", "confusion_matrix.csv"):  # fmt: skip
         assert (out / name).stat().st_size > 0, name

@@ -11,8 +11,8 @@ def add_test_defaults(cfg: CN) -> None:
     cfg.TEST.DETECTIONS_PER_IMAGE = 100
     cfg.TEST.COCO_BACKEND = "faster_coco_eval"  # "faster_coco_eval" | "pycocotools"
     # Named object-size buckets, "NAME:MIN_AREA:MAX_AREA" in px² of the original image; any
-    # number of them, each reported as AP<first letter> / AR<first letter> (the whole name when
-    # first letters clash) overall and per class. Example with a tiny bucket:
+    # number of them, each reported overall and per class as AP<name>/AR<name> (APtiny), with
+    # COCO's short APs/APm/APl for small/medium/large. Example with a tiny bucket:
     # ["tiny:0:256", "small:256:1024", "medium:1024:9216", "large:9216:1e10"].
     cfg.TEST.AREA_RANGES = ["small:0:1024", "medium:1024:9216", "large:9216:1e10"]
     # Per-class precision/recall/F1 and the confusion matrix count detections with
