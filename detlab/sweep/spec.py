@@ -81,6 +81,7 @@ SLURM_KEYS = (
     "additional_parameters",
     "max_parallel",
 )
+_SLURM_NUMBERS = ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "max_parallel")
 _DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 _PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
@@ -281,11 +282,17 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
     slurm = data.get("slurm") or {}
     if not isinstance(slurm, Mapping):
         raise _err(path, f"slurm must be a mapping ({', '.join(SLURM_KEYS)}), got {slurm!r}.")
-    for key in slurm:
+    for key, value in slurm.items():
         if key not in SLURM_KEYS:
             hint = difflib.get_close_matches(str(key), SLURM_KEYS, n=1)
             extra = f"; did you mean {hint[0]}?" if hint else f"; use {', '.join(SLURM_KEYS)}."
             raise _err(path, f"unknown slurm key {key!r}{extra}")
+        if key in _SLURM_NUMBERS and value is not None:
+            number = _check_number(path, f"slurm {key}", value)
+            if number < 0 or (key != "mem_gb" and not number.is_integer()):
+                raise _err(path, f"slurm {key} must be a non-negative whole number, got {value!r}.")
+        if key == "additional_parameters" and not isinstance(value, Mapping):
+            raise _err(path, f"slurm additional_parameters must be a mapping, got {value!r}.")
 
     return SweepSpec(
         path=path,

@@ -173,6 +173,14 @@ def test_override_tokens_round_trip_through_the_config(key, value):
             ["did you mean partition"],
         ),
         (
+            {"parameters": {"SOLVER.BASE_LR": [1]}, "slurm": {"timeout_min": "2h"}},
+            ["slurm timeout_min", "number"],
+        ),
+        (
+            {"parameters": {"SOLVER.BASE_LR": [1]}, "slurm": {"gpus_per_node": 1.5}},
+            ["slurm gpus_per_node", "whole number"],
+        ),
+        (
             {"base_config": "missing.yaml", "parameters": {"SOLVER.BASE_LR": [1]}},
             ["missing.yaml", "does not exist"],
         ),
