@@ -1,7 +1,8 @@
 """Image reading, intensity scaling, resizing and albumentations pipelines for the mappers.
 
-Images travel through the mappers as H×W×C float32 arrays on a 0..1 scale (what
-albumentations expects for float images); the mapper multiplies by 255 at the end.
+Images travel through the mappers as H×W×C arrays in one of albumentations' two conventions:
+uint8 on 0..255 (fast: OpenCV's 8-bit paths) or float32 on 0..1 (full precision);
+:func:`to_tensor` turns either into the float32 C×H×W tensor on a 0..255 scale.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from detlab.utils.errors import UserError
 
@@ -27,6 +29,7 @@ __all__ = [
     "read_image",
     "resize_shortest_edge",
     "sar_to_unit",
+    "to_tensor",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,9 +62,9 @@ def read_image(path: str) -> np.ndarray | None:
 
 
 def intensity_to_unit(img: np.ndarray) -> np.ndarray:
-    """Full-range scaling to float32 0..1: uint8 / 255, uint16 / 65535, float as is (clipped)."""
+    """Full-range scaling: uint8 stays uint8; uint16 → float32 / 65535; float → float32 0..1."""
     if img.dtype == np.uint8:
-        return img.astype(np.float32) * (1.0 / 255.0)
+        return img
     if img.dtype == np.uint16:
         return img.astype(np.float32) * (1.0 / 65535.0)
     out = img.astype(np.float32)
@@ -84,15 +87,19 @@ def _transfer(values: np.ndarray, scaling: str) -> np.ndarray:
 
 
 def sar_to_unit(
-    img: np.ndarray, scaling: str = "db", clip_percentiles: Sequence[float] = (1.0, 99.8)
+    img: np.ndarray,
+    scaling: str = "db",
+    clip_percentiles: Sequence[float] = (1.0, 99.8),
+    eight_bit: bool = False,
 ) -> np.ndarray:
-    """SAR amplitude/intensity → float32 0..1: transfer (dB/log/linear), percentile stretch.
+    """SAR amplitude/intensity → float32 0..1 (or uint8 0..255 levels if ``eight_bit``).
 
     ``db`` maps x to 10·log10(x) (the factor 10 or 20 cancels in the stretch, so amplitude and
     intensity give the same picture); ``log`` to log(1 + x). Values between the low and high
     percentile of the image map linearly to 0..1, the rest is clipped. ``none`` is plain
     full-range scaling (:func:`intensity_to_unit`). Integer images go through a lookup table,
-    which is what makes this fast on 16-bit data.
+    which is what makes this fast on 16-bit data; ``eight_bit`` rounds the stretched values to
+    256 levels (the rest of the pipeline then runs on uint8).
     """
     if scaling not in _SCALINGS:
         raise UserError(f"INPUT.SAR.SCALING must be one of {_SCALINGS}, got '{scaling}'.")
@@ -108,12 +115,35 @@ def sar_to_unit(
         hi_v = int(np.searchsorted(cdf, total * hi_p / 100.0, side="left"))
         lut = _transfer(np.arange(levels), scaling)
         lo, hi = lut[lo_v], lut[max(hi_v, lo_v)]
-        lut = np.clip((lut - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+        lut = np.clip((lut - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+        lut = np.rint(lut * 255.0).astype(np.uint8) if eight_bit else lut.astype(np.float32)
         return lut[img]
     vals = _transfer(img, scaling)
     sample = vals[::2, ::2] if vals.size > 65536 else vals
     lo, hi = np.percentile(sample, [lo_p, hi_p])
-    return np.clip((vals - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
+    out = np.clip((vals - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
+    return np.rint(out * 255.0).astype(np.uint8) if eight_bit else out
+
+
+def to_tensor(img: np.ndarray, out_channels: int, image_format: str = "BGR") -> torch.Tensor:
+    """H×W×C uint8 (0..255) or float32 (0..1) → float32 C×H×W tensor on a 0..255 scale.
+
+    1 → 3 channels replicates; 3 → 1 averages; ``image_format="RGB"`` reverses BGR input.
+    """
+    if img.dtype not in (np.uint8, np.float32):
+        img = img.astype(np.float32)
+    c = img.shape[2]
+    if out_channels == 1 and c == 3:
+        scale = 1.0 if img.dtype == np.uint8 else 255.0
+        img = img.mean(axis=2, keepdims=True, dtype=np.float32) * scale
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    if c == 3 and image_format == "RGB":
+        img = img[:, :, ::-1]
+    t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    t = t.to(torch.float32) if img.dtype == np.uint8 else t * 255.0
+    if out_channels == 3 and c == 1:
+        t = t.expand(3, -1, -1).contiguous()
+    return t
 
 
 def choose_short_edge(
@@ -228,4 +258,4 @@ def apply_albumentations(
     new_boxes = np.asarray(out["bboxes"], dtype=np.float64).reshape(-1, 4)[:, :4]
     # albumentations works in normalised coordinates: snap float noise (1e-4 px) away
     new_boxes = (np.round(new_boxes * 1024.0) / 1024.0).astype(np.float32)
-    return new_img.astype(np.float32, copy=False), new_boxes, labels[keep]
+    return new_img, new_boxes, labels[keep]

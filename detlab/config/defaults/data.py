@@ -52,6 +52,9 @@ def add_data_defaults(cfg: CN) -> None:
     cfg.INPUT.SAR = CN()
     cfg.INPUT.SAR.SCALING = "db"  # "db" | "log" | "linear" | "none" (full-range, no stretch)
     cfg.INPUT.SAR.CLIP_PERCENTILES = (1.0, 99.8)  # per-image stretch range, percent
+    # Round the stretched image to 256 grey levels and augment as uint8 (fast; ~0.1 dB steps
+    # over a 25 dB stretch). False keeps float32 precision through the pipeline.
+    cfg.INPUT.SAR.EIGHT_BIT = True
     cfg.INPUT.SAR.HFLIP_PROB = 0.5
     cfg.INPUT.SAR.VFLIP_PROB = 0.5
     cfg.INPUT.SAR.ROT90_PROB = 0.5  # random multiple of 90 degrees

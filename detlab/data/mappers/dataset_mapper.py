@@ -31,6 +31,7 @@ from detlab.data.transforms import (
     intensity_to_unit,
     read_image,
     resize_shortest_edge,
+    to_tensor,
 )
 from detlab.structures import Instances
 from detlab.utils.errors import UserError
@@ -112,7 +113,7 @@ class DatasetMapper:
 
     # -------------------------------------------------------------- overridable steps
     def to_unit(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """H×W×C raw image → float32 0..1 (full-range scaling by dtype)."""
+        """H×W×C raw image → uint8 0..255 or float32 0..1 (full-range scaling by dtype)."""
         return intensity_to_unit(img)
 
     def extra_augment(self, img, boxes, labels, rng):
@@ -152,7 +153,6 @@ class DatasetMapper:
         if self.is_train:
             img, boxes, labels = apply_albumentations(self.augment, img, boxes, labels, rng)
             img, boxes, labels = self.extra_augment(img, boxes, labels, rng)
-        img = self._channels(img)
         h, w = img.shape[:2]
         if len(boxes):
             boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
@@ -160,7 +160,7 @@ class DatasetMapper:
             if not good.all():
                 counters.count("dropped_boxes", int((~good).sum()))
                 boxes, labels = boxes[good], labels[good]
-        tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) * 255.0
+        tensor = to_tensor(img, self.out_channels, self.image_format)
         return {
             "image": tensor,
             "instances": Instances(
@@ -189,15 +189,3 @@ class DatasetMapper:
         if not good.all():
             counters.count("dropped_boxes", int((~good).sum()))
         return clipped[good], labels[good]
-
-    def _channels(self, img: np.ndarray) -> np.ndarray:
-        c = img.shape[2]
-        if self.out_channels == 1:
-            if c == 3:
-                img = img.mean(axis=2, keepdims=True, dtype=np.float32)
-            return img
-        if c == 1:
-            return np.repeat(img, 3, axis=2)
-        if self.image_format == "RGB":
-            img = img[:, :, ::-1]
-        return img

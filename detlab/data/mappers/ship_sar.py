@@ -78,6 +78,7 @@ class ShipSARMapper(DatasetMapper):
         clip_percentiles: Sequence[float] = (1.0, 99.8),
         speckle_prob: float = 0.0,
         speckle_looks: Sequence[float] = (4.0, 16.0),
+        eight_bit: bool = True,
         sar_augs: Sequence[dict] | None = None,
         augmentations: Sequence[dict] = (),
         **kwargs: Any,
@@ -88,6 +89,8 @@ class ShipSARMapper(DatasetMapper):
             clip_percentiles: (low, high) percentiles of the stretch, per image.
             speckle_prob: chance of multiplying the linear image by gamma speckle of
                 ``speckle_looks`` (uniform in the range) looks in training.
+            eight_bit: round the stretched image to 256 levels and augment it as uint8
+                (several times faster; 0.1 dB steps over a 25 dB stretch) instead of float32.
             sar_augs: SAR augmentation specs (default :func:`sar_augmentations`), run before
                 ``augmentations``.
         """
@@ -97,6 +100,7 @@ class ShipSARMapper(DatasetMapper):
         self.clip_percentiles = tuple(float(p) for p in clip_percentiles)
         self.speckle_prob = float(speckle_prob) if is_train else 0.0
         self.speckle_looks = tuple(float(x) for x in speckle_looks)
+        self.eight_bit = bool(eight_bit)
         sar_to_unit(np.ones((2, 2, 1), np.uint8), scaling, self.clip_percentiles)  # validate
 
     @classmethod
@@ -109,6 +113,7 @@ class ShipSARMapper(DatasetMapper):
             clip_percentiles=tuple(s.CLIP_PERCENTILES),
             speckle_prob=s.SPECKLE_PROB,
             speckle_looks=tuple(s.SPECKLE_LOOKS),
+            eight_bit=s.EIGHT_BIT,
             sar_augs=sar_augmentations(
                 hflip=s.HFLIP_PROB,
                 vflip=s.VFLIP_PROB,
@@ -130,4 +135,6 @@ class ShipSARMapper(DatasetMapper):
             if img.dtype in (np.uint8, np.uint16):  # stay integer: keeps the lookup-table path
                 speckled = np.clip(np.rint(speckled), 0, np.iinfo(img.dtype).max)
             img = speckled.astype(img.dtype)
-        return sar_to_unit(img, self.scaling, self.clip_percentiles)
+        if self.scaling == "none":
+            return sar_to_unit(img, "none")
+        return sar_to_unit(img, self.scaling, self.clip_percentiles, self.eight_bit)
