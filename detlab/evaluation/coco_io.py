@@ -25,6 +25,7 @@ __all__ = [
     "load_gt",
     "load_json_file",
     "load_predictions",
+    "load_predictions_arrays",
 ]
 
 
@@ -159,10 +160,18 @@ def _few(values: Sequence[Any], n: int = 5) -> str:
 def load_predictions(
     pred: str | os.PathLike | Sequence[Mapping[str, Any]], gt: Mapping[str, Any]
 ) -> list[dict]:
+    """Checked COCO detection results; see :func:`load_predictions_arrays`."""
+    return load_predictions_arrays(pred, gt)[0]
+
+
+def load_predictions_arrays(
+    pred: str | os.PathLike | Sequence[Mapping[str, Any]], gt: Mapping[str, Any]
+) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """Checked COCO detection results (XYWH boxes, one dict per box) against ``gt``.
 
     Returns the records with ``area`` = w·h, ``iscrowd`` 0 and a 1-based ``id`` added (what
-    COCO's ``loadRes`` adds); records passed in memory are copied, not modified. Raises
+    COCO's ``loadRes`` adds; records passed in memory are copied, not modified), their boxes
+    (N×4 XYWH float64) and scores (N). Raises
     UserError naming a few unknown image/category ids, or the first record whose bbox is not
     four finite numbers.
     """
@@ -208,7 +217,7 @@ def load_predictions(
         det["iscrowd"] = 0
         det["id"] = i + 1
         det.setdefault("score", 1.0)
-    return list(records)
+    return list(records), boxes, scores
 
 
 def _box_array(boxes: list[Any]) -> np.ndarray | None:

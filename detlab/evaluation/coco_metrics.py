@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from detlab.evaluation.coco_io import internal_ids, load_gt, load_predictions
+from detlab.evaluation.coco_io import internal_ids, load_gt, load_predictions_arrays
+from detlab.evaluation.matching import DetectionArrays
 from detlab.utils.errors import UserError
 
 __all__ = [
@@ -131,6 +132,7 @@ class CocoMetrics:
     backend: str
     summary: dict[str, float] = field(default_factory=dict)
     per_class: list[dict] = field(default_factory=list)
+    det_arrays: DetectionArrays | None = None  # ``predictions`` as arrays, for matching
 
     @property
     def bucket_names(self) -> list[str]:
@@ -313,7 +315,8 @@ def evaluate_coco(
     if backend not in BACKENDS:
         raise UserError(f"TEST.COCO_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}.")
     gt = load_gt(gt)
-    gt, preds = internal_ids(gt, load_predictions(predictions, gt))
+    preds, boxes, scores = load_predictions_arrays(predictions, gt)
+    gt, preds = internal_ids(gt, preds)
     ranges = parse_area_ranges(area_ranges)
     cats = sorted(gt["categories"], key=lambda c: c["id"])
     cat_ids = [c["id"] for c in cats]
@@ -345,6 +348,13 @@ def evaluate_coco(
         iou_thrs=iou_thrs,
         rec_thrs=rec_thrs,
         backend=backend,
+    )
+    k_of = {c: k for k, c in enumerate(cat_ids)}
+    metrics.det_arrays = DetectionArrays(
+        image_index=np.fromiter((d["image_id"] for d in preds), np.int64, len(preds)) - 1,
+        class_index=np.fromiter((k_of[d["category_id"]] for d in preds), np.int64, len(preds)),
+        boxes_xywh=boxes.reshape(-1, 4),
+        scores=scores,
     )
     _summarise(metrics)
     return metrics

@@ -24,7 +24,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MatchResult", "match_detections"]
+__all__ = ["DetectionArrays", "MatchResult", "match_detections"]
+
+
+@dataclass
+class DetectionArrays:
+    """Detections as arrays: image index (into ``gt["images"]``), class index (into
+    ``cat_ids``), XYWH boxes (N×4, px) and scores (N)."""
+
+    image_index: np.ndarray
+    class_index: np.ndarray
+    boxes_xywh: np.ndarray
+    scores: np.ndarray
 
 
 @dataclass
@@ -110,24 +121,33 @@ def _greedy(d: np.ndarray, g: np.ndarray, iou: np.ndarray, det_free, gt_free) ->
 
 def match_detections(
     gt: Mapping[str, Any],
-    predictions: Sequence[Mapping[str, Any]],
+    predictions: Sequence[Mapping[str, Any]] | DetectionArrays,
     cat_ids: Sequence[int],
     iou_thresh: float = 0.5,
     score_thresh: float = 0.5,
 ) -> MatchResult:
-    """Match ``predictions`` to ``gt`` (COCO dict and results list); see the module doc."""
+    """Match ``predictions`` (COCO results list, or :class:`DetectionArrays`) to ``gt`` (COCO
+    dict); see the module doc."""
     k_of = {c: k for k, c in enumerate(cat_ids)}
     n_cls = len(cat_ids)
     img_of = {img["id"]: i for i, img in enumerate(gt["images"])}
 
-    dets = [p for p in predictions if p.get("score", 1.0) >= score_thresh]
-    d_score = np.asarray([p.get("score", 1.0) for p in dets], dtype=np.float64)
-    d_img = np.asarray([img_of[p["image_id"]] for p in dets], dtype=np.int64)
+    if not isinstance(predictions, DetectionArrays):
+        predictions = DetectionArrays(
+            image_index=np.asarray([img_of[p["image_id"]] for p in predictions], dtype=np.int64),
+            class_index=np.asarray([k_of[p["category_id"]] for p in predictions], dtype=np.int64),
+            boxes_xywh=np.asarray([p["bbox"] for p in predictions], dtype=np.float64),
+            scores=np.asarray([p.get("score", 1.0) for p in predictions], dtype=np.float64),
+        )
+    keep = np.where(predictions.scores >= score_thresh)[0]
+    d_score = predictions.scores[keep]
+    d_img = predictions.image_index[keep]
     # Sort by image, then by descending score (stable for ties, like COCO's mergesort).
-    order = np.lexsort((-d_score, d_img))
-    d_img = d_img[order]
-    d_cls = np.asarray([k_of[dets[i]["category_id"]] for i in order.tolist()], dtype=np.int64)
-    d_box = _boxes([dets[i] for i in order.tolist()])
+    order = keep[np.lexsort((-d_score, d_img))]
+    d_img = predictions.image_index[order]
+    d_cls = predictions.class_index[order]
+    xywh = predictions.boxes_xywh.reshape(-1, 4)[order]
+    d_box = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
 
     anns = gt.get("annotations") or []
     crowd_mask = np.asarray([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)

@@ -174,6 +174,10 @@ def _text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], rule_
     return "\n".join(out)
 
 
+def _dets(metrics: CocoMetrics) -> Any:
+    return metrics.det_arrays if metrics.det_arrays is not None else metrics.predictions
+
+
 def run_evaluation(
     gt: Any,
     predictions: Any,
@@ -190,7 +194,7 @@ def run_evaluation(
         gt, predictions, area_ranges=area_ranges, backend=backend, workers=workers
     )
     matches = match_detections(
-        metrics.gt, metrics.predictions, metrics.cat_ids, iou_thresh, score_thresh
+        metrics.gt, _dets(metrics), metrics.cat_ids, iou_thresh, score_thresh
     )
     return EvaluationReport(metrics=metrics, matches=matches, worst_k=worst_k)
 
@@ -263,7 +267,10 @@ def evaluate_to_dir(
             gt, predictions, area_ranges=area_ranges, backend=backend, workers=workers
         )
         light = dataclasses.replace(
-            metrics, gt={"images": [], "annotations": [], "categories": []}, predictions=[]
+            metrics,
+            gt={"images": [], "annotations": [], "categories": []},
+            predictions=[],
+            det_arrays=None,
         )
         if plotter is not None:
             os.makedirs(out_dir, exist_ok=True)
@@ -271,7 +278,7 @@ def evaluate_to_dir(
             for name in ("pr_curves.png", "size_ap.png"):
                 plotter.draw(name, early, os.path.join(out_dir, name))
         matches = match_detections(
-            metrics.gt, metrics.predictions, metrics.cat_ids, iou_thresh, score_thresh
+            metrics.gt, _dets(metrics), metrics.cat_ids, iou_thresh, score_thresh
         )
         report = EvaluationReport(metrics=metrics, matches=matches, worst_k=worst_k)
         if plotter is not None:

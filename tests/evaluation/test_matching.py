@@ -110,3 +110,14 @@ def test_true_positives_equal_pycocotools_matching(coco_factory, seed):
     n_gt = sum(1 for a in gt["annotations"] if not a["iscrowd"])
     assert r.confusion[:-1].sum() == n_gt
     assert r.confusion[:, :-1].sum() == r.num_det.sum()
+
+
+def test_array_input_equals_record_input(coco_factory):
+    from detlab.evaluation.coco_metrics import evaluate_coco
+
+    gt, dets = coco_factory(5)
+    m = evaluate_coco(gt, dets)  # renumbered records plus their arrays
+    from_arrays = match_detections(m.gt, m.det_arrays, m.cat_ids, 0.5, 0.3)
+    from_records = match_detections(gt, dets, m.cat_ids, 0.5, 0.3)
+    np.testing.assert_array_equal(from_arrays.confusion, from_records.confusion)
+    np.testing.assert_array_equal(from_arrays.tp, from_records.tp)
