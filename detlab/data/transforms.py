@@ -107,17 +107,16 @@ def sar_to_unit(
         return intensity_to_unit(img)
     lo_p, hi_p = float(clip_percentiles[0]), float(clip_percentiles[1])
     if img.dtype in (np.uint8, np.uint16):
-        levels = 256 if img.dtype == np.uint8 else 65536
-        hist = np.bincount(img.ravel(), minlength=levels)
+        hist = np.bincount(img.ravel())  # length max(img) + 1: the lookup table's size
         cdf = np.cumsum(hist, dtype=np.float64)
         total = cdf[-1]
         lo_v = int(np.searchsorted(cdf, total * lo_p / 100.0, side="left"))
         hi_v = int(np.searchsorted(cdf, total * hi_p / 100.0, side="left"))
-        lut = _transfer(np.arange(levels), scaling)
+        lut = _transfer(np.arange(len(hist)), scaling)
         lo, hi = lut[lo_v], lut[max(hi_v, lo_v)]
         lut = np.clip((lut - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
         lut = np.rint(lut * 255.0).astype(np.uint8) if eight_bit else lut.astype(np.float32)
-        return lut[img]
+        return np.take(lut, img)
     vals = _transfer(img, scaling)
     sample = vals[::2, ::2] if vals.size > 65536 else vals
     lo, hi = np.percentile(sample, [lo_p, hi_p])
@@ -178,7 +177,7 @@ def resize_shortest_edge(
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
     if (nh, nw) == (h, w):
         return img, boxes
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR  # area only for big shrinks
     out = cv2.resize(img, (nw, nh), interpolation=interp)
     if out.ndim == 2:
         out = out[:, :, None]
