@@ -45,7 +45,9 @@ def add_model_defaults(cfg: CN) -> None:
     # 4-scale: [1, 2, 3, 4].
     cfg.MODEL.FPN.IN_STAGES = (2, 3, 4)
     cfg.MODEL.FPN.OUT_CHANNELS = 256
-    cfg.MODEL.FPN.TOP_BLOCK = "P6P7"  # "none" | "P6" | "P6P7"
+    # Extra levels: "none" | "P6" | "P6P7" (stride-2 convs, FCOS/RetinaNet) | "P6pool"
+    # (stride-2 subsampling of P5, the Faster R-CNN FPN's P6).
+    cfg.MODEL.FPN.TOP_BLOCK = "P6P7"
     cfg.MODEL.FPN.NORM = ""  # "" | "GN" | "BN" after each FPN conv
 
     # FCOS head (MODEL.META_ARCHITECTURE "FCOS").

@@ -2,8 +2,9 @@
 
 Both take ``in_stages`` (backbone stages 1..4 = strides 4/8/16/32): ``(2, 3, 4)`` is the
 3-scale pyramid P3–P5, ``(1, 2, 3, 4)`` the 4-scale P2–P5. A top block adds P6 (``"P6"``,
-a stride-2 3×3 conv on the top output) or P6 and P7 (``"P6P7"``, P7 from ReLU(P6)). Output
-levels are keyed ``p{log2(stride)}``.
+a stride-2 3×3 conv on the top output; ``"P6pool"``, a parameter-free stride-2 subsampling
+as Faster R-CNN FPNs use) or P6 and P7 (``"P6P7"``, P7 from ReLU(P6)). Output levels are keyed
+``p{log2(stride)}``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from detlab.utils.errors import UserError
 
 __all__ = ["FPN", "PAFPN"]
 
-TOP_BLOCKS = {"none": 0, "": 0, "P6": 1, "P6P7": 2}
+TOP_BLOCKS = {"none": 0, "": 0, "P6": 1, "P6P7": 2, "P6pool": 1}
 
 
 def _conv(cin: int, cout: int, k: int, stride: int, norm: str) -> nn.Module:
@@ -40,7 +41,7 @@ class FPN(nn.Module):
         in_channels: channels of each backbone stage in ``in_stages`` order.
         in_stages: backbone stages (1..4) to read, ascending, e.g. ``(2, 3, 4)``.
         out_channels: channels of every output level.
-        top_block: ``"none" | "P6" | "P6P7"``: extra coarser levels above the top stage.
+        top_block: ``"none" | "P6" | "P6P7" | "P6pool"``: extra coarser levels.
         norm: norm after each conv (``""`` for none, ``"GN"``, ``"BN"``).
     """
 
@@ -60,7 +61,7 @@ class FPN(nn.Module):
                 "e.g. (2, 3, 4) or (1, 2, 3, 4)."
             )
         if top_block not in TOP_BLOCKS:
-            raise UserError(f"MODEL.FPN.TOP_BLOCK is '{top_block}'; use none, P6 or P6P7.")
+            raise UserError(f"MODEL.FPN.TOP_BLOCK is '{top_block}'; use none, P6, P6P7 or P6pool.")
         if len(in_channels) != len(stages):
             raise ValueError("in_channels and in_stages must have the same length")
         self.in_stages = tuple(stages)
@@ -69,8 +70,10 @@ class FPN(nn.Module):
         self.lateral = nn.ModuleList(_conv(c, out_channels, 1, 1, norm) for c in in_channels)
         self.output = nn.ModuleList(_conv(out_channels, out_channels, 3, 1, norm) for _ in stages)
         self.num_top = TOP_BLOCKS[top_block]
+        self.top_pool = top_block == "P6pool"
         self.top = nn.ModuleList(
-            _conv(out_channels, out_channels, 3, 2, "") for _ in range(self.num_top)
+            _conv(out_channels, out_channels, 3, 2, "")
+            for _ in range(0 if self.top_pool else self.num_top)
         )
         strides = [2 ** (s + 1) for s in stages]
         strides += [strides[-1] * 2 ** (i + 1) for i in range(self.num_top)]
@@ -109,6 +112,8 @@ class FPN(nn.Module):
 
     def _add_top(self, outs: list[torch.Tensor]) -> list[torch.Tensor]:
         x = outs[-1]
+        if self.top_pool:
+            outs.append(F.max_pool2d(x, kernel_size=1, stride=2))
         for i, conv in enumerate(self.top):
             x = conv(F.relu(x) if i > 0 else x)
             outs.append(x)
