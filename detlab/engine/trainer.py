@@ -16,12 +16,10 @@ updates the EMA.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import os
-import time
 from typing import Any
 
 import torch
@@ -30,9 +28,7 @@ from torch import nn
 from detlab.engine import default_hooks as H
 from detlab.engine.checkpoint import (
     Checkpointer,
-    all_finite,
     get_rng_state,
-    load_checkpoint_file,
     set_rng_state,
     unwrap_model,
 )
@@ -40,7 +36,8 @@ from detlab.engine.ema import ModelEMA
 from detlab.engine.hooks import HOOK_REGISTRY, HookBase
 from detlab.engine.nan_guard import NaNGuard
 from detlab.engine.preflight import preflight_check
-from detlab.solver import build_lr_scheduler, build_optimizer, clip_gradients, global_grad_norm
+from detlab.engine.train_step import TrainStepMixin
+from detlab.solver import build_lr_scheduler, build_optimizer
 from detlab.utils import comm
 from detlab.utils.errors import ConfigError
 from detlab.utils.events import EventStorage, get_event_storage
@@ -51,7 +48,7 @@ __all__ = ["Trainer"]
 logger = logging.getLogger("detlab")
 
 
-class Trainer:
+class Trainer(TrainStepMixin):
     """Builds model, optimizer, schedule, loaders and hooks from ``cfg`` and trains."""
 
     def __init__(self, cfg: Any) -> None:
@@ -143,21 +140,21 @@ class Trainer:
 
     @classmethod
     def test(cls, cfg: Any, model: nn.Module) -> dict:
-        """Evaluate ``model`` on ``DATASETS.TEST`` (main process; result shared with all).
+        """Evaluate ``model`` on ``DATASETS.TEST``; every process gets the same results.
 
-        One dataset: its results dict (``{"bbox": {...}}``); several: ``{name: results}``.
+        Each process runs its shard of the test loader; the evaluator gathers predictions on
+        the main process, whose results are then shared. One dataset: its results dict
+        (``{"bbox": {...}}``); several: ``{name: results}``.
         """
         results: dict[str, Any] = {}
-        if comm.is_main_process():
-            for name in cfg.DATASETS.TEST:
-                out_dir = os.path.join(cfg.OUTPUT_DIR, "inference", name)
-                evaluator = cls.build_evaluator(cfg, name, output_dir=out_dir)
-                if hasattr(evaluator, "distributed"):
-                    evaluator.distributed = False  # evaluation runs on this process only
-                loader = cls.build_test_loader(cfg, name)
-                results[name] = cls.inference(unwrap_model(model), loader, evaluator)
-                logger.info(f"Evaluation on {name}: {json.dumps(H.flatten_results(results[name]))}")
+        for name in cfg.DATASETS.TEST:
+            out_dir = os.path.join(cfg.OUTPUT_DIR, "inference", name)
+            evaluator = cls.build_evaluator(cfg, name, output_dir=out_dir)
+            loader = cls.build_test_loader(cfg, name)
+            results[name] = cls.inference(unwrap_model(model), loader, evaluator)
         results = comm.broadcast_object(results)  # type: ignore[assignment]
+        for name, res in results.items():
+            logger.info(f"Evaluation on {name}: {json.dumps(H.flatten_results(res))}")
         if len(results) == 1:
             return next(iter(results.values()))
         return results
@@ -326,154 +323,6 @@ class Trainer:
             log_sample_images(self, get_event_storage())
         return results
 
-    # ------------------------------------------------------------------ one iteration
-    def _setup_amp(self, cfg: Any) -> None:
-        amp = cfg.SOLVER.AMP
-        self.amp_dtype: torch.dtype | None = None
-        self.scaler = None
-        if not amp.ENABLED:
-            return
-        if amp.DTYPE not in ("bfloat16", "float16"):
-            raise ConfigError(f"SOLVER.AMP.DTYPE must be bfloat16 or float16, got '{amp.DTYPE}'.")
-        if self.device.type == "cuda":
-            self.amp_dtype = getattr(torch, amp.DTYPE)
-            if self.amp_dtype is torch.float16:
-                self.scaler = torch.amp.GradScaler("cuda")
-        else:
-            if amp.DTYPE == "float16":
-                logger.warning("SOLVER.AMP.DTYPE float16 is CUDA-only; using bfloat16 on CPU.")
-            self.amp_dtype = torch.bfloat16
-
-    def _autocast(self) -> Any:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def run_step(self) -> None:
-        it, guard, storage = self.iter, self.nan_guard, get_event_storage()
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        bad_what, data_time, loss_sums = "", 0.0, {}
-        for micro in range(self.accum):
-            t0 = time.perf_counter()
-            data = next(self._data_iter)
-            data_time += time.perf_counter() - t0
-            if bad_what:
-                continue  # keep consuming so the data position stays exact
-            if guard.injects(it, "input") and micro == 0:
-                data = _inject_input(data, guard.inject_value)
-            with self._autocast():
-                loss_dict = self.model(data)
-            loss_dict = {k: v.float() for k, v in loss_dict.items()}
-            if guard.injects(it, "loss") and micro == 0:
-                k = sorted(loss_dict)[0]
-                loss_dict[k] = loss_dict[k] + guard.inject_value
-            for k, v in loss_dict.items():
-                loss_sums[k] = loss_sums.get(k, 0.0) + float(v.detach()) / self.accum
-            bad_terms = [k for k, v in loss_dict.items() if not bool(torch.isfinite(v).all())]
-            if comm.all_reduce_any(bool(bad_terms), self.device):
-                if not guard.enabled:
-                    raise FloatingPointError(
-                        f"Loss became infinite or NaN at iteration={it}! loss_dict = {loss_sums}"
-                    )
-                bad_what = f"loss ({', '.join(bad_terms) or 'on another process'})"
-                continue
-            losses = sum(loss_dict.values()) / self.accum
-            sync = self.accum > 1 and micro < self.accum - 1 and hasattr(self.model, "no_sync")
-            with self.model.no_sync() if sync else contextlib.nullcontext():
-                if self.scaler is not None:
-                    self.scaler.scale(losses).backward()
-                else:
-                    losses.backward()
-        for h in self.hooks:
-            h.after_backward()
-
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        clip = self.cfg.SOLVER.CLIP_GRADIENTS
-        grad_norm = float("nan")
-        if not bad_what:
-            if guard.injects(it, "grad"):
-                _inject_grad(params, guard.inject_value)
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            grad_norm = float(global_grad_norm(params, clip.NORM_TYPE))
-            if comm.all_reduce_any(not _finite(grad_norm), self.device):
-                bad_what = "gradient norm"
-        if self.scaler is not None and bad_what == "gradient norm":
-            self.scaler.update()  # fp16 overflow: the scaler lowers its scale
-            storage.put_scalar("amp/overflow", 1.0)
-            bad_what = ""
-            self.optimizer.zero_grad(set_to_none=True)
-            outcome = "ok"
-        else:
-            outcome = guard.record(it, bool(bad_what), bad_what) if guard.enabled else "ok"
-            if bad_what:
-                self.optimizer.zero_grad(set_to_none=True)
-            else:
-                if clip.ENABLED:
-                    norm = torch.tensor(grad_norm)
-                    n = clip_gradients(
-                        params, clip.CLIP_TYPE, clip.CLIP_VALUE, clip.NORM_TYPE, norm
-                    )
-                    self.clip_count += int(n > 0)
-                    storage.put_scalar("clip/params_clipped", n, smoothing_hint=False)
-                if self.scaler is not None:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-                if self.ema is not None:
-                    self.ema.update(unwrap_model(self.model))
-
-        storage.put_scalar("data_time", data_time)
-        loss_sums = _mean_over_processes(loss_sums, self.device)
-        for k, v in loss_sums.items():
-            storage.put_scalar(k, v)
-        if loss_sums:
-            storage.put_scalar("total_loss", sum(loss_sums.values()))
-        storage.put_scalar("grad_norm", grad_norm)
-        storage.put_scalars(
-            smoothing_hint=False,
-            **{
-                "nan/skipped": guard.skipped,
-                "nan/consecutive": guard.consecutive,
-                "nan/rollbacks": guard.rollbacks,
-                "clip/count": self.clip_count,
-            },
-        )
-        if outcome == "rollback":
-            self.rollback()
-            storage.put_scalar("nan/rollbacks", guard.rollbacks, smoothing_hint=False)
-
-    def rollback(self) -> None:
-        """Restore the newest checkpoint with finite weights and back off the LR."""
-        target = self._last_good_checkpoint()
-        self.nan_guard.start_rollback(target)
-        assert target is not None
-        data = self.checkpointer.load(target, exclude=("scheduler",))
-        self.scheduler.backoff(self.nan_guard.lr_backoff)
-        self.optimizer.zero_grad(set_to_none=True)
-        logger.warning(
-            f"Rolled back to {os.path.basename(target)} (iteration {data.get('iteration')}) "
-            f"after repeated non-finite steps; LR multiplied by {self.nan_guard.lr_backoff} "
-            f"(now x{self.scheduler.lr_multiplier:g}); rollback {self.nan_guard.rollbacks}"
-            f"/{self.nan_guard.max_rollbacks}."
-        )
-
-    def _last_good_checkpoint(self) -> str | None:
-        candidates = self.checkpointer.periodic_checkpoints()[::-1]
-        candidates.append(os.path.join(self.cfg.OUTPUT_DIR, "model_init.pth"))
-        for path in candidates:
-            if not os.path.isfile(path):
-                continue
-            try:
-                data = load_checkpoint_file(path)
-            except Exception:  # noqa: BLE001 - an unreadable file is not a rollback target
-                continue
-            if all_finite(data.get("model", {})):
-                return path
-        return None
-
 
 class _WriterHook(H.PeriodicWriter):
     """PeriodicWriter whose writers are built at train start (after a resume is known)."""
@@ -487,37 +336,6 @@ class _WriterHook(H.PeriodicWriter):
 
             self.writers = self.trainer.build_writers()
             self.console = ConsoleWriter(self.trainer.max_iter)
-
-
-def _mean_over_processes(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Average logged loss values over DDP processes (every process logs the same numbers)."""
-    world = comm.get_world_size()
-    if world == 1 or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return {k: float(v) / world for k, v in zip(keys, t.tolist(), strict=True)}
-
-
-def _finite(x: float) -> bool:
-    return x == x and x not in (float("inf"), float("-inf"))
-
-
-def _inject_input(data: list[dict], value: float) -> list[dict]:
-    data = list(data)
-    first = dict(data[0])
-    first["image"] = torch.full_like(first["image"], value)
-    data[0] = first
-    return data
-
-
-@torch.no_grad()
-def _inject_grad(params: list[nn.Parameter], value: float) -> None:
-    for p in params:
-        if p.grad is not None:
-            p.grad.view(-1)[0] = value
-            return
 
 
 def _trim_metrics(path: str, start_iter: int) -> None:
