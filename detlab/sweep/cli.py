@@ -109,7 +109,8 @@ def _sweep(args) -> int:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
     _print(f"Leaderboard: {os.path.join(spec.output_root, 'leaderboard.md')} ({counts})")
     if outcome.best_name:
-        _print(f"Best trial: {outcome.best_name} by {spec.metric}; config: {outcome.best_config}")
+        where = f"config: {outcome.best_config}" if outcome.best_config else outcome.best_dir
+        _print(f"Best trial: {outcome.best_name} by {spec.metric}; {where}")
     else:
         _print(f"No trial has a value for {spec.metric} yet.")
     return 0 if outcome.counts.get("done", 0) == len(outcome.rows) else 1

@@ -83,7 +83,8 @@ class SweepOutcome:
     rows: list[dict]
     counts: dict[str, int]
     best_name: str | None = None
-    best_config: str | None = None
+    best_config: str | None = None  # the best trial's resolved OUTPUT_DIR/config.yaml
+    best_dir: str | None = None
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -287,7 +288,12 @@ def run_sweep(
                     for name, (handle, p, resume) in list(running.items()):
                         result = launcher.poll(handle)
                         if result is None:
-                            if handle.info != state.trials[name].get("launch"):
+                            before = state.trials[name].get("launch") or {}
+                            if handle.info != before:
+                                new = handle.info.get("job_state")
+                                if new and new != before.get("job_state"):
+                                    job = handle.info.get("job_id")
+                                    out(f"{name}: job {job} is {new}")
                                 state.update(name, launch=dict(handle.info))
                             continue
                         del running[name]
@@ -319,7 +325,8 @@ def run_sweep(
         outcome.best_name = best["name"]
         out_dir = os.path.join(root, best["name"])
         resolved = os.path.join(out_dir, "config.yaml")
-        outcome.best_config = resolved if os.path.isfile(resolved) else spec.base_config
+        outcome.best_dir = out_dir
+        outcome.best_config = resolved if os.path.isfile(resolved) else None
     return outcome
 
 
