@@ -159,17 +159,21 @@ def _run_backend(
     preds: list[dict],
     area_ranges: Mapping[str, tuple[float, float]],
     cat_ids: Sequence[int] | None = None,
+    det_arrays: tuple[np.ndarray, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``evaluate`` + ``accumulate`` on the chosen backend; returns precision, recall, thrs.
 
     ``cat_ids`` restricts the evaluation to those categories (sorted), e.g. for one worker.
+    ``det_arrays`` (image ids, category ids, XYWH boxes, scores of ``preds``) lets the
+    faster-coco-eval backend take all IoU matrices from one vectorised pass.
     """
     labels = ["all", *area_ranges]
     rngs = [list(_ALL_RANGE), *([float(lo), float(hi)] for lo, hi in area_ranges.values())]
     sink = io.StringIO()
     if backend == "faster_coco_eval":
         from faster_coco_eval.core.coco import COCO
-        from faster_coco_eval.core.faster_eval_api import COCOeval_faster as COCOeval
+
+        COCOeval = _faster_eval_class()
     elif backend == "pycocotools":
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -196,11 +200,38 @@ def _run_backend(
         ev.params.maxDets = list(_MAX_DETS)
         if cat_ids is not None:
             ev.params.catIds = sorted(cat_ids)
+        if backend == "faster_coco_eval" and det_arrays is not None:
+            ev.iou_cache = _iou_cache(gt, det_arrays, ev.params.catIds)
         ev.evaluate()
         ev.accumulate()
     precision = np.asarray(ev.eval["precision"], dtype=np.float64)
     recall = np.asarray(ev.eval["recall"], dtype=np.float64)
     return precision, recall, np.asarray(ev.params.iouThrs), np.asarray(ev.params.recThrs)
+
+
+def _faster_eval_class() -> type:
+    """faster-coco-eval's evaluator, taking IoUs from ``iou_cache`` when one is set."""
+    from faster_coco_eval.core.faster_eval_api import COCOeval_faster
+
+    class _CachedIoUEval(COCOeval_faster):
+        iou_cache: dict | None = None
+
+        def computeIoU(self, imgId: int, catId: int):  # noqa: N802, N803 (COCO's names)
+            if self.iou_cache is None:
+                return super().computeIoU(imgId, catId)
+            return self.iou_cache.get((int(imgId), int(catId)), [])
+
+    return _CachedIoUEval
+
+
+def _iou_cache(gt: dict, det_arrays: tuple, cat_ids: Sequence[int]) -> dict | None:
+    from detlab.evaluation.fast_iou import iou_matrices
+
+    try:
+        return iou_matrices(gt["annotations"], *det_arrays, cat_ids, _MAX_DETS[-1])
+    except Exception:  # unusual inputs: let COCO compute its IoUs itself
+        logger.debug("vectorised IoU failed; using COCO's computeIoU", exc_info=True)
+        return None
 
 
 def _fork_available() -> bool:
@@ -225,6 +256,7 @@ def _run_backend_parallel(
     area_ranges: Mapping[str, tuple[float, float]],
     cat_ids: Sequence[int],
     workers: int,
+    det_arrays: tuple[np.ndarray, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_run_backend` with the categories split over forked processes.
 
@@ -240,13 +272,14 @@ def _run_backend_parallel(
     for chunk in chunks[1:]:
         recv, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(
-            target=_backend_worker, args=(send, (backend, gt, preds, area_ranges, chunk))
+            target=_backend_worker,
+            args=(send, (backend, gt, preds, area_ranges, chunk, det_arrays)),
         )
         proc.daemon = True
         proc.start()
         send.close()
         procs.append((proc, recv))
-    parts = [_run_backend(backend, gt, preds, area_ranges, chunks[0])]
+    parts = [_run_backend(backend, gt, preds, area_ranges, chunks[0], det_arrays)]
     for proc, recv in procs:
         try:
             status, payload = recv.recv()
@@ -326,12 +359,21 @@ def evaluate_coco(
             f"{n} ({c['id']})" if class_names.count(n) > 1 else n
             for n, c in zip(class_names, cats, strict=True)
         ]
+    det_image = np.fromiter((d["image_id"] for d in preds), np.int64, len(preds))
+    arrays: tuple | None
+    try:  # integer category ids (as COCO has them) allow the vectorised IoU pass
+        det_cat = np.fromiter((d["category_id"] for d in preds), np.int64, len(preds))
+        arrays = (det_image, det_cat, boxes.reshape(-1, 4), scores)
+    except (TypeError, ValueError, OverflowError):
+        arrays = None
     if preds and workers > 1 and len(cat_ids) > 1 and _fork_available():
         precision, recall, iou_thrs, rec_thrs = _run_backend_parallel(
-            backend, gt, preds, ranges, cat_ids, min(workers, len(cat_ids))
+            backend, gt, preds, ranges, cat_ids, min(workers, len(cat_ids)), arrays
         )
     elif preds:
-        precision, recall, iou_thrs, rec_thrs = _run_backend(backend, gt, preds, ranges)
+        precision, recall, iou_thrs, rec_thrs = _run_backend(
+            backend, gt, preds, ranges, None, arrays
+        )
     else:
         warnings.warn(
             "The predictions hold no detections; every metric is 0.", UserWarning, stacklevel=2
@@ -351,7 +393,7 @@ def evaluate_coco(
     )
     k_of = {c: k for k, c in enumerate(cat_ids)}
     metrics.det_arrays = DetectionArrays(
-        image_index=np.fromiter((d["image_id"] for d in preds), np.int64, len(preds)) - 1,
+        image_index=det_image - 1,
         class_index=np.fromiter((k_of[d["category_id"]] for d in preds), np.int64, len(preds)),
         boxes_xywh=boxes.reshape(-1, 4),
         scores=scores,
