@@ -9,17 +9,12 @@ From the shell: ``tools/sweep.sh SPEC [--parallel N] [--gpus 0,1] [--launcher lo
 """
 
 from detlab.sweep.launchers import Launcher, LocalLauncher, SlurmLauncher, build_launcher
+from detlab.sweep.plan import PlannedTrial, plan_sweep, print_dry_run
 from detlab.sweep.report import write_leaderboard
-from detlab.sweep.runner import (
-    PlannedTrial,
-    SweepInterrupted,
-    SweepOutcome,
-    plan_sweep,
-    print_dry_run,
-    run_sweep,
-)
-from detlab.sweep.spec import SweepSpec, Trial, expand_trials, load_spec
+from detlab.sweep.runner import SweepInterrupted, SweepOutcome, run_sweep
+from detlab.sweep.spec import SweepSpec, load_spec
 from detlab.sweep.state import SweepState
+from detlab.sweep.trials import Trial, expand_trials
 
 __all__ = [
     "Launcher",

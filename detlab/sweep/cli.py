@@ -62,7 +62,8 @@ def build_parser() -> DetlabArgumentParser:
 
 def _sweep(args) -> int:
     from detlab.sweep.launchers import build_launcher
-    from detlab.sweep.runner import SweepInterrupted, plan_sweep, print_dry_run, run_sweep
+    from detlab.sweep.plan import plan_sweep, print_dry_run
+    from detlab.sweep.runner import SweepInterrupted, run_sweep
     from detlab.sweep.spec import load_spec, parse_gpus
     from detlab.utils.errors import UserError
 

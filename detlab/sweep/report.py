@@ -13,8 +13,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from detlab.sweep.spec import SweepSpec, Trial, format_value, short_keys
+from detlab.sweep.spec import SweepSpec
 from detlab.sweep.state import FINISHED, SweepState, atomic_write_text
+from detlab.sweep.trials import Trial, format_value, short_keys
 
 __all__ = [
     "METRIC_COLUMNS",

@@ -1,9 +1,6 @@
-"""Running a sweep: plan and check every trial, launch them, keep state and the leaderboard.
+"""Running a sweep: launch the planned trials, keep the state file and the leaderboard.
 
-:func:`plan_sweep` expands a spec into trials, builds each trial's exact ``train_net.py``
-command (``--config-file BASE`` + fixed overrides + parameters + ``OUTPUT_DIR``) and checks
-every trial's full config with :func:`detlab.config.load_config` before anything starts, so
-an unknown key fails naming the key. :func:`run_sweep` then runs the trials through a
+:func:`run_sweep` runs the trials of :func:`~detlab.sweep.plan.plan_sweep` through a
 launcher, at most ``launcher.capacity`` at a time. A trial that fails is recorded with the tail
 of its log and the others go on; a finished trial is skipped when the sweep runs again
 (``retry_failed`` re-runs failed ones; interrupted ones always re-run, with ``--resume`` when
@@ -13,42 +10,22 @@ and leave a consistent state file.
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from detlab.sweep.job import tail
 from detlab.sweep.launchers import Handle, Launcher
+from detlab.sweep.plan import PlannedTrial, config_args, plan_sweep, same_config, trial_action
 from detlab.sweep.report import best_row, read_final_metrics, write_leaderboard
-from detlab.sweep.spec import (
-    SweepSpec,
-    Trial,
-    expand_trials,
-    format_value,
-    override_tokens,
-    parameter_combinations,
-)
+from detlab.sweep.spec import SweepSpec
 from detlab.sweep.state import FINISHED, SweepState, sweep_lock
-from detlab.utils.errors import ConfigError, UserError
 
-__all__ = [
-    "PlannedTrial",
-    "SweepInterrupted",
-    "SweepOutcome",
-    "plan_sweep",
-    "print_dry_run",
-    "resolve_train_script",
-    "run_sweep",
-]
+__all__ = ["SweepInterrupted", "SweepOutcome", "run_sweep"]
 
-LOG_NAME = "run.log"
 TAIL_LINES = 20
 
 
@@ -58,22 +35,6 @@ class SweepInterrupted(Exception):
     def __init__(self, signum: int):
         super().__init__(f"sweep stopped by signal {signum}")
         self.signum = signum
-
-
-@dataclass
-class PlannedTrial:
-    """A trial with its output directory, log file and command (without ``--resume``)."""
-
-    trial: Trial
-    output_dir: str
-    log_path: str
-    cmd: list[str]
-
-    def command(self, resume: bool = False) -> list[str]:
-        if not resume:
-            return list(self.cmd)
-        i = self.cmd.index("--config-file")
-        return [*self.cmd[:i], "--resume", *self.cmd[i:]]
 
 
 @dataclass
@@ -87,115 +48,6 @@ class SweepOutcome:
     best_dir: str | None = None
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-
-
-def resolve_train_script(spec: SweepSpec) -> str:
-    """``spec.train_script`` or ``tools/train_net.py`` next to the ``detlab`` package."""
-    if spec.train_script:
-        path = spec.train_script
-        if not os.path.isfile(path):
-            raise UserError(f"Sweep spec {spec.path}: train_script {path} does not exist.")
-        return path
-    import detlab
-
-    candidates = [
-        Path(detlab.__file__).resolve().parents[1] / "tools" / "train_net.py",
-        Path.cwd() / "tools" / "train_net.py",
-    ]
-    for path in candidates:
-        if path.is_file():
-            return str(path)
-    raise UserError(
-        f"Cannot find tools/train_net.py (looked in {candidates[0].parent}); set train_script "
-        f"in {spec.path}."
-    )
-
-
-def plan_sweep(spec: SweepSpec, validate: bool = True) -> list[PlannedTrial]:
-    """Trials of ``spec`` with their commands; ``validate`` checks every full config first."""
-    from detlab.config import load_config
-
-    fixed = override_tokens(spec.fixed)
-
-    def check(opts: list[str], what: str) -> None:
-        try:
-            load_config(spec.base_config, opts)
-        except ConfigError as err:
-            raise ConfigError(f"Sweep spec {spec.path}, {what}: {err}".rstrip(".") + ".") from None
-
-    if validate:  # keys first, so a misspelt key is named before anything else can fail
-        first = parameter_combinations(spec)[:1]
-        check([*fixed, *override_tokens(first[0] if first else {})], "parameters")
-    trials = expand_trials(spec)
-    script = resolve_train_script(spec)
-    python = spec.python or sys.executable
-    planned = []
-    for trial in trials:
-        out_dir = os.path.join(spec.output_root, trial.name)
-        opts = [*fixed, *override_tokens(trial.params), "OUTPUT_DIR", out_dir]
-        if validate:
-            check(opts, f"trial {trial.name}")
-        cmd = [python, script, "--config-file", spec.base_config, *opts]
-        planned.append(PlannedTrial(trial, out_dir, os.path.join(out_dir, LOG_NAME), cmd))
-    return planned
-
-
-def _config_args(p: PlannedTrial) -> list[str]:
-    """The part of a trial's command that defines its config: ``--config-file BASE KEY V ...``."""
-    return p.cmd[p.cmd.index("--config-file") :]
-
-
-def _same_config(record: dict, p: PlannedTrial) -> bool:
-    """False if the record was made for other parameters, fixed overrides or base config."""
-    if record.get("params") not in (None, json.loads(json.dumps(p.trial.params))):
-        return False
-    return record.get("config_args") in (None, _config_args(p))
-
-
-def _has_checkpoint(output_dir: str) -> bool:
-    return os.path.isfile(os.path.join(output_dir, "last_checkpoint"))
-
-
-def print_dry_run(
-    spec: SweepSpec,
-    planned: Sequence[PlannedTrial],
-    launcher: Launcher,
-    retry_failed: bool = False,
-    out: Callable[[str], None] = print,
-) -> None:
-    """Print every trial, whether it would run, and its exact command; start nothing."""
-    state = SweepState.load(spec.output_root)
-    out(
-        f"Sweep {spec.path}: {len(planned)} trials ({spec.method}) on {launcher.describe()}, "
-        f"ranked by {spec.metric} ({spec.mode}), root {spec.output_root}"
-    )
-    slot = 0
-    for p in planned:
-        rec = state.trials.get(p.trial.name, {})
-        action, resume = _action(rec, p, retry_failed)
-        params = ", ".join(f"{k}={format_value(v)}" for k, v in p.trial.params.items())
-        out(f"[{p.trial.index}] {p.trial.name} ({params}): {action}")
-        if action == "skip":
-            continue
-        env = launcher.env_preview(slot)
-        slot = (slot + 1) % max(1, min(launcher.capacity, len(planned)))
-        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        cmd = shlex.join(p.command(resume))
-        out(f"    {prefix + ' ' if prefix else ''}{cmd} > {shlex.quote(p.log_path)} 2>&1")
-
-
-def _action(record: dict, p: PlannedTrial, retry_failed: bool) -> tuple[str, bool]:
-    """``("skip"|"run"|"resume"|"retry", resume?)`` for a trial given its state record."""
-    status = record.get("status", "pending")
-    if not _same_config(record, p):
-        return "run", False
-    if status == FINISHED:
-        return "skip", False
-    if status == "failed":
-        return ("retry", False) if retry_failed else ("skip", False)
-    if status in ("running", "interrupted") and _has_checkpoint(p.output_dir):
-        return "resume", True
-    return "run", False
 
 
 class _Signals:
@@ -246,15 +98,15 @@ def run_sweep(
         running: dict[str, tuple[Handle, PlannedTrial, bool]] = {}
         for p in planned:
             rec = state.record(p.trial.name)
-            if not _same_config(rec, p):
+            if not same_config(rec, p):
                 out(f"{p.trial.name}: its config changed since the last run; running it again.")
                 state.trials[p.trial.name] = rec = {"status": "pending"}
-            action, resume = _action(rec, p, retry_failed)
+            action, resume = trial_action(rec, p, retry_failed)
             rec.update(
                 params=p.trial.params,
                 index=p.trial.index,
                 output_dir=p.output_dir,
-                config_args=_config_args(p),
+                config_args=config_args(p),
             )
             if action == "skip":
                 skipped.append(p.trial.name)

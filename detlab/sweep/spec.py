@@ -22,11 +22,8 @@ Random search replaces the lists with distributions (``{uniform: [lo, hi]}``,
 from __future__ import annotations
 
 import difflib
-import itertools
 import math
 import os
-import random
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,19 +33,7 @@ import yaml
 
 from detlab.utils.errors import UserError
 
-__all__ = [
-    "SLURM_KEYS",
-    "SPEC_KEYS",
-    "SweepSpec",
-    "Trial",
-    "expand_trials",
-    "format_value",
-    "load_spec",
-    "override_tokens",
-    "parameter_combinations",
-    "parse_gpus",
-    "short_keys",
-]
+__all__ = ["SLURM_KEYS", "SPEC_KEYS", "SweepSpec", "load_spec", "parse_gpus"]
 
 #: Top-level keys a spec may hold.
 SPEC_KEYS = (
@@ -83,17 +68,6 @@ SLURM_KEYS = (
 )
 _SLURM_NUMBERS = ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "max_parallel")
 _DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
-_PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
-
-
-@dataclass
-class Trial:
-    """One training run of a sweep: its name, index and parameter values (dotted keys)."""
-
-    index: int
-    name: str
-    params: dict[str, Any]
 
 
 @dataclass
@@ -124,7 +98,7 @@ class SweepSpec:
         return (task or "bbox", key)
 
 
-def _err(path: str, message: str) -> UserError:
+def spec_error(path: str, message: str) -> UserError:
     return UserError(f"Sweep spec {path}: {message}")
 
 
@@ -142,14 +116,14 @@ def _flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
 
 def _check_number(path: str, what: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _err(path, f"{what} must be a finite number, got {value!r}.")
+        raise spec_error(path, f"{what} must be a finite number, got {value!r}.")
     return float(value)
 
 
 def _check_parameter(path: str, method: str, key: str, value: Any) -> Any:
     if method == "grid":
         if not isinstance(value, list) or not value:
-            raise _err(
+            raise spec_error(
                 path,
                 f"grid parameter {key} must be a non-empty list of values, got {value!r}; "
                 "write e.g. [0.1, 0.2].",
@@ -158,7 +132,7 @@ def _check_parameter(path: str, method: str, key: str, value: Any) -> Any:
     if isinstance(value, list):  # a bare list in a random search means `choice`
         value = {"choice": value}
     if not isinstance(value, Mapping) or len(value) != 1:
-        raise _err(
+        raise spec_error(
             path,
             f"random parameter {key} must be one of {{uniform|loguniform|randint: [lo, hi]}} "
             f"or {{choice: [...]}}, got {value!r}.",
@@ -169,22 +143,26 @@ def _check_parameter(path: str, method: str, key: str, value: Any) -> Any:
         extra = (
             f"; did you mean {hint[0]}?" if hint else f"; use one of {'/'.join(_DISTRIBUTIONS)}."
         )
-        raise _err(path, f"parameter {key} has unknown distribution {kind!r}{extra}")
+        raise spec_error(path, f"parameter {key} has unknown distribution {kind!r}{extra}")
     if kind == "choice":
         if not isinstance(args, list) or not args:
-            raise _err(path, f"parameter {key}: choice needs a non-empty list, got {args!r}.")
+            raise spec_error(path, f"parameter {key}: choice needs a non-empty list, got {args!r}.")
         return {kind: args}
     if not isinstance(args, list) or len(args) != 2:
-        raise _err(path, f"parameter {key}: {kind} needs [low, high], got {args!r}.")
+        raise spec_error(path, f"parameter {key}: {kind} needs [low, high], got {args!r}.")
     lo = _check_number(path, f"parameter {key} ({kind} low)", args[0])
     hi = _check_number(path, f"parameter {key} ({kind} high)", args[1])
     if lo > hi:
-        raise _err(path, f"parameter {key}: {kind} low {args[0]} is above high {args[1]}.")
+        raise spec_error(path, f"parameter {key}: {kind} low {args[0]} is above high {args[1]}.")
     if kind == "loguniform" and lo <= 0:
-        raise _err(path, f"parameter {key}: loguniform bounds must be positive, got {args!r}.")
+        raise spec_error(
+            path, f"parameter {key}: loguniform bounds must be positive, got {args!r}."
+        )
     if kind == "randint":
         if not (lo.is_integer() and hi.is_integer()):
-            raise _err(path, f"parameter {key}: randint bounds must be integers, got {args!r}.")
+            raise spec_error(
+                path, f"parameter {key}: randint bounds must be integers, got {args!r}."
+            )
         return {kind: [int(lo), int(hi)]}
     return {kind: [lo, hi]}
 
@@ -200,99 +178,109 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         pos = f" at line {mark.line + 1}" if mark else ""
-        raise _err(path, f"not valid YAML{pos}: {getattr(err, 'problem', None) or err}.") from None
+        raise spec_error(
+            path, f"not valid YAML{pos}: {getattr(err, 'problem', None) or err}."
+        ) from None
     if not isinstance(data, dict):
-        raise _err(path, "must be a mapping of keys (base_config, parameters, ...).")
+        raise spec_error(path, "must be a mapping of keys (base_config, parameters, ...).")
     for key in data:
         if key not in SPEC_KEYS:
             hint = difflib.get_close_matches(str(key), SPEC_KEYS, n=1)
             extra = f"; did you mean {hint[0]}?" if hint else f"; valid: {', '.join(SPEC_KEYS)}."
-            raise _err(path, f"unknown key {key!r}{extra}")
+            raise spec_error(path, f"unknown key {key!r}{extra}")
     spec_dir = os.path.dirname(path)
 
     base = data.get("base_config")
     if not isinstance(base, str) or not base:
-        raise _err(path, "needs base_config, the config file the trials start from.")
+        raise spec_error(path, "needs base_config, the config file the trials start from.")
     base = os.path.normpath(os.path.join(spec_dir, os.path.expanduser(base)))
     if not os.path.isfile(base):
-        raise _err(path, f"base_config {base} does not exist; paths are relative to the spec.")
+        raise spec_error(
+            path, f"base_config {base} does not exist; paths are relative to the spec."
+        )
 
     fixed = data.get("fixed") or {}
     if not isinstance(fixed, Mapping):
-        raise _err(path, f"fixed must be a mapping of config keys to values, got {fixed!r}.")
+        raise spec_error(path, f"fixed must be a mapping of config keys to values, got {fixed!r}.")
     fixed = _flatten(fixed)
 
     method = data.get("method", "grid")
     if method not in ("grid", "random"):
-        raise _err(path, f"method must be 'grid' or 'random', got {method!r}.")
+        raise spec_error(path, f"method must be 'grid' or 'random', got {method!r}.")
     params = data.get("parameters")
     if not isinstance(params, Mapping) or not params:
-        raise _err(path, "needs parameters, a mapping of config keys to values to try.")
+        raise spec_error(path, "needs parameters, a mapping of config keys to values to try.")
     params = {str(k): _check_parameter(path, method, str(k), v) for k, v in params.items()}
     for key in params:
         if key in fixed:
-            raise _err(path, f"{key} is both fixed and a parameter; keep it in one place.")
+            raise spec_error(path, f"{key} is both fixed and a parameter; keep it in one place.")
     for key in (*fixed, *params):
         if key.upper() == "OUTPUT_DIR":
-            raise _err(path, "OUTPUT_DIR is set per trial by the sweep; set output_root instead.")
+            raise spec_error(
+                path, "OUTPUT_DIR is set per trial by the sweep; set output_root instead."
+            )
 
     num_trials = data.get("num_trials")
     if method == "random":
         if isinstance(num_trials, bool) or not isinstance(num_trials, int) or num_trials < 1:
-            raise _err(path, f"random search needs num_trials >= 1, got {num_trials!r}.")
+            raise spec_error(path, f"random search needs num_trials >= 1, got {num_trials!r}.")
     elif num_trials is not None:
-        raise _err(path, "num_trials applies to method: random only; remove it for a grid.")
+        raise spec_error(path, "num_trials applies to method: random only; remove it for a grid.")
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise _err(path, f"seed must be an integer, got {seed!r}.")
+        raise spec_error(path, f"seed must be an integer, got {seed!r}.")
 
     metric = data.get("metric", "bbox/AP")
     if not isinstance(metric, str) or not metric.strip("/"):
-        raise _err(path, f"metric must be text like 'bbox/APs', got {metric!r}.")
+        raise spec_error(path, f"metric must be text like 'bbox/APs', got {metric!r}.")
     mode = data.get("mode", "max")
     if mode not in ("max", "min"):
-        raise _err(path, f"mode must be 'max' or 'min', got {mode!r}.")
+        raise spec_error(path, f"mode must be 'max' or 'min', got {mode!r}.")
 
     root = output_root or data.get("output_root")
     if not root:
         stem = Path(path).stem
         root = os.path.join("output", "sweeps", stem)
     if not isinstance(root, str):
-        raise _err(path, f"output_root must be a path, got {root!r}.")
+        raise spec_error(path, f"output_root must be a path, got {root!r}.")
     template = data.get("name_template")
     if template is not None and (not isinstance(template, str) or not template.strip()):
-        raise _err(path, f"name_template must be text like 'lr{{BASE_LR}}', got {template!r}.")
+        raise spec_error(
+            path, f"name_template must be text like 'lr{{BASE_LR}}', got {template!r}."
+        )
 
     script = data.get("train_script")
     if script is not None:
         if not isinstance(script, str):
-            raise _err(path, f"train_script must be a path, got {script!r}.")
+            raise spec_error(path, f"train_script must be a path, got {script!r}.")
         script = os.path.normpath(os.path.join(spec_dir, os.path.expanduser(script)))
     python = data.get("python")
     if python is not None and not isinstance(python, str):
-        raise _err(path, f"python must be the path of an interpreter, got {python!r}.")
+        raise spec_error(path, f"python must be the path of an interpreter, got {python!r}.")
     parallel = data.get("parallel")
     if parallel is not None and (
         isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1
     ):
-        raise _err(path, f"parallel must be an integer >= 1, got {parallel!r}.")
+        raise spec_error(path, f"parallel must be an integer >= 1, got {parallel!r}.")
     gpus = data.get("gpus")
     if gpus is not None:
         gpus = parse_gpus(gpus, where=f"Sweep spec {path}")
     slurm = data.get("slurm") or {}
     if not isinstance(slurm, Mapping):
-        raise _err(path, f"slurm must be a mapping ({', '.join(SLURM_KEYS)}), got {slurm!r}.")
+        raise spec_error(path, f"slurm must be a mapping ({', '.join(SLURM_KEYS)}), got {slurm!r}.")
     for key, value in slurm.items():
         if key not in SLURM_KEYS:
             hint = difflib.get_close_matches(str(key), SLURM_KEYS, n=1)
             extra = f"; did you mean {hint[0]}?" if hint else f"; use {', '.join(SLURM_KEYS)}."
-            raise _err(path, f"unknown slurm key {key!r}{extra}")
+            raise spec_error(path, f"unknown slurm key {key!r}{extra}")
         if key in _SLURM_NUMBERS and value is not None:
             number = _check_number(path, f"slurm {key}", value)
             if number < 0 or (key != "mem_gb" and not number.is_integer()):
-                raise _err(path, f"slurm {key} must be a non-negative whole number, got {value!r}.")
+                raise spec_error(
+                    path, f"slurm {key} must be a non-negative whole number, got {value!r}."
+                )
         if key == "additional_parameters" and not isinstance(value, Mapping):
-            raise _err(path, f"slurm additional_parameters must be a mapping, got {value!r}.")
+            raise spec_error(path, f"slurm additional_parameters must be a mapping, got {value!r}.")
 
     return SweepSpec(
         path=path,
@@ -326,137 +314,3 @@ def parse_gpus(value: Any, where: str = "--gpus") -> list[str]:
     ):
         raise UserError(f"{where}: gpus must be GPU indices like 0,1 (or empty for CPU).")
     return [str(v) for v in value]
-
-
-# --------------------------------------------------------------------------- expansion
-def _sample(rng: random.Random, dist: Mapping[str, Any]) -> Any:
-    ((kind, args),) = dist.items()
-    if kind == "uniform":
-        return rng.uniform(args[0], args[1])
-    if kind == "loguniform":
-        return math.exp(rng.uniform(math.log(args[0]), math.log(args[1])))
-    if kind == "randint":
-        return rng.randint(args[0], args[1])
-    return args[rng.randrange(len(args))]
-
-
-def short_keys(keys: list[str]) -> dict[str, str]:
-    """Shortest dotted suffix of each key that is unique among ``keys`` (for names, columns)."""
-    out: dict[str, str] = {}
-    for key in keys:
-        parts = key.split(".")
-        for n in range(1, len(parts) + 1):
-            suffix = ".".join(parts[-n:])
-            clash = [k for k in keys if k != key and (k == suffix or k.endswith("." + suffix))]
-            if not clash:
-                out[key] = suffix
-                break
-        else:
-            out[key] = key
-    return out
-
-
-def format_value(value: Any) -> str:
-    """Compact text for a parameter value: ``0.0001`` -> ``0.0001``, ``[2, 3]`` -> ``2-3``."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return "-".join(format_value(v) for v in value)
-    return str(value)
-
-
-def _render_name(template: str, trial_index: int, params: dict[str, Any], path: str) -> str:
-    short = {v: k for k, v in short_keys(list(params)).items()}
-
-    def lookup(field_name: str) -> Any:
-        name = field_name.strip()
-        if name == "index":
-            return trial_index
-        if name in params:
-            return params[name]
-        if name in short:
-            return params[short[name]]
-        matches = [k for k in params if k.endswith("." + name)]
-        if len(matches) == 1:
-            return params[matches[0]]
-        known = ", ".join(["index", *short])
-        raise _err(path, f"name_template field {{{name}}} names no parameter; use one of {known}.")
-
-    def replace(match: re.Match) -> str:
-        value = lookup(match.group(1))
-        fmt = match.group(2)
-        if fmt:
-            try:
-                return format(value, fmt)
-            except (ValueError, TypeError):
-                raise _err(
-                    path, f"name_template format {{{match.group(0)[1:-1]}}} does not fit {value!r}."
-                ) from None
-        return format_value(value)
-
-    name = _PLACEHOLDER.sub(replace, template)
-    name = _UNSAFE.sub("_", name).strip("._-")
-    return name[:150]
-
-
-def _default_template(params: dict[str, Any]) -> str:
-    short = short_keys(list(params))
-    return "_".join(["t{index:03d}", *(f"{short[k]}={{{short[k]}}}" for k in params)])
-
-
-def parameter_combinations(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Parameter values of every trial (grid: product in spec order; random: drawn by seed)."""
-    keys = list(spec.parameters)
-    combos: list[dict[str, Any]] = []
-    if spec.method == "grid":
-        for values in itertools.product(*(spec.parameters[k] for k in keys)):
-            combos.append(dict(zip(keys, values, strict=True)))
-    else:
-        rng = random.Random(spec.seed)
-        for _ in range(spec.num_trials or 0):
-            combos.append({k: _sample(rng, spec.parameters[k]) for k in keys})
-    return combos
-
-
-def expand_trials(spec: SweepSpec) -> list[Trial]:
-    """All trials of a spec in a fixed order (see :func:`parameter_combinations`).
-
-    Names are rendered from ``name_template`` (default ``t000_BASE_LR=0.0001_...``), made safe
-    for file names (anything but letters, digits and ``._=+-`` becomes ``_``) and must be unique.
-    """
-    combos = parameter_combinations(spec)
-    template = spec.name_template or _default_template(spec.parameters)
-    trials: list[Trial] = []
-    seen: dict[str, int] = {}
-    for i, params in enumerate(combos):
-        name = _render_name(template, i, params, spec.path)
-        if not name:
-            raise _err(spec.path, f"name_template {template!r} gives an empty trial name.")
-        if name in seen:
-            raise _err(
-                spec.path,
-                f"trials {seen[name]} and {i} are both named {name!r}; add {{index}} or more "
-                "parameters to name_template.",
-            )
-        seen[name] = i
-        trials.append(Trial(index=i, name=name, params=params))
-    return trials
-
-
-def override_tokens(values: Mapping[str, Any]) -> list[str]:
-    """``KEY VALUE`` command-line tokens that ``CfgNode.merge_from_list`` parses back exactly."""
-    from detlab.config.config import _parse_literal
-
-    tokens: list[str] = []
-    for key, value in values.items():
-        text = str(value)
-        if (
-            isinstance(value, bool)
-            or _parse_literal(text) != value
-            or type(_parse_literal(text)) is not type(value)
-        ):
-            text = repr(value)
-        tokens += [key, text]
-    return tokens

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from detlab.config import get_cfg
-from detlab.sweep.spec import expand_trials, load_spec, override_tokens, short_keys
+from detlab.sweep.spec import load_spec
+from detlab.sweep.trials import expand_trials, override_tokens, short_keys
 from detlab.utils.errors import UserError
 
 
