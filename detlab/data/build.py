@@ -51,6 +51,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 64  # consecutive unusable images before giving up on a dataset
+WORKER_TIMEOUT = 600.0  # seconds without a batch from the workers before loading in-process
 _WORKER_DEATH = (ConnectionError, BrokenPipeError, EOFError)
 
 
@@ -195,6 +196,7 @@ class _Loader:
             collate_fn=_identity,
             worker_init_fn=_worker_init,
             prefetch_factor=2,
+            timeout=WORKER_TIMEOUT,
         )
         yield from loader
 
@@ -215,7 +217,9 @@ class _Loader:
             except UserError:
                 raise
             except (RuntimeError, *_WORKER_DEATH) as err:
-                worker_death = isinstance(err, _WORKER_DEATH) or "worker" in str(err).lower()
+                text = str(err).lower()
+                worker_death = isinstance(err, _WORKER_DEATH) or "worker" in text
+                worker_death = worker_death or "timed out" in text
                 if workers <= 0 or not worker_death:
                     raise
                 logger.warning(

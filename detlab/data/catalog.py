@@ -69,7 +69,8 @@ class Metadata:
 
     Setting an attribute to a different value than it already has raises, so two registrations
     cannot silently disagree. Attributes may also be *lazy* (``set_lazy``): computed on first
-    access, e.g. the built-in synthetic sets write their COCO json when ``json_file`` is read.
+    access, e.g. the built-in synthetic sets write their COCO json when ``json_file`` is read
+    (and re-resolve it on every read, so it follows ``$DETLAB_DATA``).
     """
 
     def __init__(self, name: str = "") -> None:
@@ -79,8 +80,11 @@ class Metadata:
     def __getattr__(self, key: str) -> Any:
         lazy = object.__getattribute__(self, "_lazy")
         if key in lazy:
-            value = lazy.pop(key)()
-            object.__setattr__(self, key, value)
+            fn, cache = lazy[key]
+            value = fn()
+            if cache:
+                lazy.pop(key)
+                object.__setattr__(self, key, value)
             return value
         name = object.__getattribute__(self, "name")
         raise AttributeError(
@@ -107,10 +111,10 @@ class Metadata:
             setattr(self, k, v)
         return self
 
-    def set_lazy(self, key: str, fn: Callable[[], Any]) -> Metadata:
-        """Declare ``key`` as computed by ``fn()`` the first time it is read."""
+    def set_lazy(self, key: str, fn: Callable[[], Any], cache: bool = True) -> Metadata:
+        """Declare ``key`` as computed by ``fn()`` when read: once (``cache``) or every time."""
         if key not in self.__dict__:
-            self._lazy[key] = fn
+            self._lazy[key] = (fn, cache)
         return self
 
     def get(self, key: str, default: Any = None) -> Any:

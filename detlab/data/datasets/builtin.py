@@ -188,8 +188,8 @@ def register_synthetic_sar(
         bit_depth=16,
         **metadata,
     )
-    meta.set_lazy("json_file", ensure)
-    meta.set_lazy("image_root", lambda: os.path.dirname(ensure()))
+    meta.set_lazy("json_file", ensure, cache=False)
+    meta.set_lazy("image_root", lambda: os.path.dirname(ensure()), cache=False)
 
 
 def register_builtin() -> None:
