@@ -65,6 +65,7 @@ def _sweep(args) -> int:
     from detlab.sweep.plan import plan_sweep, print_dry_run
     from detlab.sweep.runner import SweepInterrupted, run_sweep
     from detlab.sweep.spec import load_spec, parse_gpus
+    from detlab.sweep.state import FINISHED
     from detlab.utils.errors import UserError
 
     spec = load_spec(args.spec, output_root=args.output_root)
@@ -114,7 +115,7 @@ def _sweep(args) -> int:
         _print(f"Best trial: {outcome.best_name} by {spec.metric}; {where}")
     else:
         _print(f"No trial has a value for {spec.metric} yet.")
-    return 0 if outcome.counts.get("done", 0) == len(outcome.rows) else 1
+    return 0 if outcome.counts.get(FINISHED, 0) == len(outcome.rows) else 1
 
 
 def _print(text: str) -> None:

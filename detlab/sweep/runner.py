@@ -247,7 +247,7 @@ def _finish(
         block = metrics.get(task) if isinstance(metrics.get(task), dict) else {}
         value = block.get(key) if block else None
         shown = f"{value:.2f}" if isinstance(value, (int, float)) else "n/a"
-        out(f"{name}: done in {wall:.1f} s, {task}/{key} = {shown}")
+        out(f"{name}: finished in {wall:.1f} s, {task}/{key} = {shown}")
         return
     if rc == 0:
         error = "exited 0 but wrote no readable final_metrics.json"

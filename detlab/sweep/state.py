@@ -1,6 +1,6 @@
 """The sweep's state file (``sweep_state.json``): one record per trial, written atomically.
 
-A record holds the trial's parameters, ``status`` (``pending``, ``running``, ``done``,
+A record holds the trial's parameters, ``status`` (``pending``, ``running``, ``finished``,
 ``failed``, ``interrupted``), exit code, wall time, metrics, the tail of its log when it failed,
 and for cluster jobs the job id and last scheduler state. Every write goes to a temporary file
 in the same directory, is flushed to disk and renamed over the old file, so a crash never leaves
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 STATE_FILE = "sweep_state.json"
-FINISHED = "done"
+FINISHED = "finished"
 _VERSION = 1
 
 

@@ -100,7 +100,7 @@ def test_grid_with_real_train_net_on_cpu(tmp_path, capsys):
     assert code == 0, out
     with open(tmp_path / "sweep" / "leaderboard.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"finished"}
     for r in rows:  # the leaderboard carries what each trainer wrote, in the metric's order
         trial = tmp_path / "sweep" / r["name"]
         final = json.loads((trial / "final_metrics.json").read_text())

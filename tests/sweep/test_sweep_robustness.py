@@ -62,7 +62,7 @@ def test_signal_stops_children_and_rerun_resumes(make_spec, sig):
 
     # Running again finishes the sweep; the interrupted trials resume from their checkpoint.
     outcome = run_sweep(load_spec(spec_path), _local(2), out=lambda s: None)
-    assert outcome.counts == {"done": 4}
+    assert outcome.counts == {"finished": 4}
     new = make_spec.read_calls()[2:]
     assert len(new) == 4
     resumed = {os.path.basename(c["output_dir"]) for c in new if c["resume"]}
@@ -77,7 +77,7 @@ def _local(parallel: int):
 
 
 def test_state_file_is_replaced_atomically(tmp_path, monkeypatch):
-    state = SweepState(str(tmp_path), {"a": {"status": "done"}})
+    state = SweepState(str(tmp_path), {"a": {"status": "finished"}})
     state.save()
     before = (tmp_path / "sweep_state.json").read_text()
 
@@ -131,7 +131,7 @@ def test_slurm_launcher_through_submitit_local_executor(make_spec, how):
     assert launcher.cluster == "local"
     messages: list[str] = []
     outcome = run_sweep(spec, launcher, out=messages.append)
-    assert outcome.counts == {"done": 1, "failed": 1}
+    assert outcome.counts == {"finished": 1, "failed": 1}
     assert outcome.best_name == "lr0.01_clip0.5"
     state = json.loads((make_spec.root / "sweep_state.json").read_text())
     for trial in state["trials"].values():
@@ -169,7 +169,7 @@ def test_rerun_follows_a_job_an_earlier_sweep_submitted(make_spec):
 
     second = SlurmLauncher(str(make_spec.root / ".submitit"), cluster="local")
     outcome = run_sweep(spec, second, out=lambda s: None)
-    assert outcome.counts == {"done": 1}
+    assert outcome.counts == {"finished": 1}
     assert len(make_spec.read_calls()) == 1  # not submitted again
     state = SweepState.load(str(make_spec.root))
     assert state.trials[planned.trial.name]["wall_time"] >= 5

@@ -30,7 +30,7 @@ def test_grid_2x2_completes_with_sorted_leaderboard(make_spec, capsys):
 
     rows = _csv(make_spec.root)
     assert len(rows) == 4
-    assert {r["status"] for r in rows} == {"done"}
+    assert {r["status"] for r in rows} == {"finished"}
     # Independent reference: the stand-in's formula over the grid, sorted by APs (max first).
     grid = [(lr, clip) for lr in (0.01, 0.02) for clip in (0.5, 1.0)]
     want = sorted(grid, key=lambda p: _expected(*p)["APs"], reverse=True)
@@ -56,7 +56,7 @@ def test_grid_2x2_completes_with_sorted_leaderboard(make_spec, capsys):
         cfg_text = (trial_dir / "config.yaml").read_text()
         assert f"OUTPUT_DIR: {trial_dir}" in cfg_text
     state = json.loads((make_spec.root / "sweep_state.json").read_text())
-    assert {t["status"] for t in state["trials"].values()} == {"done"}
+    assert {t["status"] for t in state["trials"].values()} == {"finished"}
 
 
 def test_failing_trial_is_reported_and_others_go_on(make_spec, capsys):
@@ -72,7 +72,7 @@ def test_failing_trial_is_reported_and_others_go_on(make_spec, capsys):
     assert "FloatingPointError: loss became NaN" in out
 
     rows = _csv(make_spec.root)
-    assert [r["status"] for r in rows] == ["done", "done", "failed", "failed"]
+    assert [r["status"] for r in rows] == ["finished", "finished", "failed", "failed"]
     assert all(r["APs"] == "" for r in rows[2:])
     state = json.loads((make_spec.root / "sweep_state.json").read_text())
     failed = [t for t in state["trials"].values() if t["status"] == "failed"]
@@ -210,7 +210,7 @@ def test_random_search_runs_and_csv_keeps_exact_values(make_spec):
         )
     )
     outcome = run_sweep(spec, LocalLauncher(parallel=2), out=lambda s: None)
-    assert outcome.counts == {"done": 3}
+    assert outcome.counts == {"finished": 3}
     from detlab.sweep import expand_trials
 
     want = {t.name: t.params for t in expand_trials(spec)}
