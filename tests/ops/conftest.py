@@ -86,6 +86,12 @@ def tiny_boxes():
 
 
 @pytest.fixture
+def make_tiny_coco(tmp_path):
+    """Factory ``(folder name, **write_tiny_coco kwargs) -> json path`` under tmp_path."""
+    return lambda name, **kw: write_tiny_coco(str(tmp_path / name), **kw)
+
+
+@pytest.fixture
 def tiny_coco(tmp_path):
     """Path of the tiny COCO json (16-bit images) in a tmp folder."""
     return write_tiny_coco(str(tmp_path / "tiny"))
