@@ -19,6 +19,7 @@ import numpy as np
 
 from detlab.utils.cli import DetlabArgumentParser, run_tool
 from detlab.utils.errors import UserError
+from detlab.utils.ops_cli import parse_with_overrides
 from detlab.utils.visualizer import draw_instances, to_display_image
 
 __all__ = [
@@ -33,7 +34,7 @@ __all__ = [
 def build_parser() -> DetlabArgumentParser:
     p = DetlabArgumentParser(
         description="Draw ground truth and/or predictions on dataset images (PNG files).",
-        epilog="Config overrides follow the options: MODEL.WEIGHTS out/model_final.pth",
+        epilog="Config overrides (KEY VALUE) may appear anywhere: MODEL.WEIGHTS out/model.pth",
     )
     p.add_argument("--config-file", metavar="FILE", help="config YAML (datasets, model)")
     p.add_argument("--dataset", help="registered dataset name (default: DATASETS.TEST[0])")
@@ -59,7 +60,6 @@ def build_parser() -> DetlabArgumentParser:
     p.add_argument("--thickness", type=int, default=1, help="line width in pixels")
     p.add_argument("--output", default="./vis", help="folder for the PNG files")
     p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
-    p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides")
     return p
 
 
@@ -251,5 +251,5 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tools/visualize.py``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = parse_with_overrides(build_parser(), argv)
     return run_tool(lambda: _run(args), debug=args.debug)
