@@ -35,6 +35,9 @@ def build_parser() -> DetlabArgumentParser:
         "--gpus", help="GPU indices for local trials, e.g. 0,1 (one per trial); empty = CPU"
     )
     parser.add_argument("--dry-run", action="store_true", help="print trials and commands only")
+    parser.add_argument(
+        "--status", action="store_true", help="print the current leaderboard and exit (no runs)"
+    )
     parser.add_argument("--retry-failed", action="store_true", help="run failed trials again")
     parser.add_argument("--output-root", help="sweep root directory (overrides the spec)")
     parser.add_argument(
@@ -78,6 +81,13 @@ def _sweep(args) -> int:
         if getattr(args, key) is not None:
             slurm[key] = getattr(args, key)
     planned = plan_sweep(spec)  # checks every trial's config before anything starts
+    if args.status:
+        from detlab.sweep.report import render_leaderboard
+        from detlab.sweep.state import SweepState
+
+        state = SweepState.load(spec.output_root)
+        _print(render_leaderboard(spec, [p.trial for p in planned], state)[1].rstrip())
+        return 0
     if args.dry_run:
         from detlab.sweep.launchers import LocalLauncher, SlurmLauncher
 

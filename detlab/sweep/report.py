@@ -22,6 +22,7 @@ __all__ = [
     "leaderboard_columns",
     "metric_column",
     "read_final_metrics",
+    "render_leaderboard",
     "trial_entries",
     "write_leaderboard",
 ]
@@ -97,11 +98,11 @@ def leaderboard_columns(spec: SweepSpec) -> list[str]:
     return [*cols, "best_iteration", "wall_time"]
 
 
-def write_leaderboard(
-    spec: SweepSpec, trials: Sequence[Trial], state: SweepState, root: str
-) -> list[dict]:
-    """Rank the trials by the spec's metric and (re)write the two leaderboard files."""
-    from detlab.evaluation.leaderboard import leaderboard_rows, to_markdown, write_csv
+def render_leaderboard(
+    spec: SweepSpec, trials: Sequence[Trial], state: SweepState
+) -> tuple[list[dict], str]:
+    """Ranked rows (CSV form) and the markdown page, from the state; writes nothing."""
+    from detlab.evaluation.leaderboard import leaderboard_rows, to_markdown
 
     rows = leaderboard_rows(
         trial_entries(spec, trials, state), metric=metric_column(spec), mode=spec.mode
@@ -132,9 +133,19 @@ def write_leaderboard(
     if failed:
         text += "\nFailed trials (see `<trial>/run.log`): "
         text += ", ".join(r["name"] for r in failed) + ".\n"
+    return rows, text
+
+
+def write_leaderboard(
+    spec: SweepSpec, trials: Sequence[Trial], state: SweepState, root: str
+) -> list[dict]:
+    """Rank the trials by the spec's metric and (re)write the two leaderboard files."""
+    from detlab.evaluation.leaderboard import write_csv
+
+    rows, text = render_leaderboard(spec, trials, state)
     atomic_write_text(os.path.join(root, "leaderboard.md"), text)
     tmp = os.path.join(root, ".leaderboard.csv.tmp")
-    write_csv(rows, columns, tmp)
+    write_csv(rows, leaderboard_columns(spec), tmp)
     os.replace(tmp, os.path.join(root, "leaderboard.csv"))
     return rows
 

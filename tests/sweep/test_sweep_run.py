@@ -94,6 +94,11 @@ def test_rerun_skips_finished_and_retries_failed_on_request(make_spec, capsys):
     assert len(make_spec.read_calls()) == 4
 
     capsys.readouterr()
+    assert main([str(spec_path), "--status"]) == 0  # shows the table, runs nothing
+    table = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ")]
+    assert len(table) == 5 and len(make_spec.read_calls()) == 4
+    assert [ln.split(" | ")[4] for ln in table[1:]] == ["finished"] * 2 + ["failed"] * 2
+
     assert main([str(spec_path)]) == 1  # nothing new runs; the failed trials stay failed
     assert len(make_spec.read_calls()) == 4
     assert "Skipping 4" in capsys.readouterr().out
