@@ -6,6 +6,8 @@ import math
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detlab.config import get_cfg
 from detlab.sweep.spec import load_spec
@@ -233,3 +235,18 @@ def test_planning_a_sweep_does_not_import_torch(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lr=st.floats(min_value=1e-12, max_value=1e6, allow_nan=False, allow_infinity=False),
+    it=st.integers(min_value=0, max_value=10**9),
+    text=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
+)
+def test_override_tokens_round_trip_any_value(lr, it, text):
+    cfg = get_cfg()
+    values = {"SOLVER.BASE_LR": lr, "SOLVER.MAX_ITER": it, "MODEL.WEIGHTS": text}
+    cfg.merge_from_list(override_tokens(values))
+    assert cfg.SOLVER.BASE_LR == lr
+    assert cfg.SOLVER.MAX_ITER == it
+    assert cfg.MODEL.WEIGHTS == text
