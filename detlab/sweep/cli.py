@@ -88,21 +88,6 @@ def _sweep(args) -> int:
         state = SweepState.load(spec.output_root)
         _print(render_leaderboard(spec, [p.trial for p in planned], state)[1].rstrip())
         return 0
-    if args.dry_run:
-        from detlab.sweep.launchers import LocalLauncher, SlurmLauncher
-
-        if args.launcher == "local":
-            launcher = LocalLauncher(gpus=gpus, parallel=parallel)
-        else:
-            launcher = SlurmLauncher(
-                spec.output_root,
-                slurm=slurm,
-                cluster=args.cluster,
-                parallel=parallel,
-                dry_run=True,
-            )
-        print_dry_run(spec, planned, launcher, retry_failed=args.retry_failed, out=_print)
-        return 0
     launcher = build_launcher(
         args.launcher,
         spec.output_root,
@@ -110,7 +95,12 @@ def _sweep(args) -> int:
         parallel=parallel,
         slurm=slurm,
         cluster=args.cluster,
+        env=spec.env,
+        dry_run=args.dry_run,
     )
+    if args.dry_run:
+        print_dry_run(spec, planned, launcher, retry_failed=args.retry_failed, out=_print)
+        return 0
     try:
         outcome = run_sweep(
             spec, launcher, planned, retry_failed=args.retry_failed, out=_print, grace_s=args.grace

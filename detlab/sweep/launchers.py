@@ -80,11 +80,19 @@ class LocalLauncher(Launcher):
     poll_interval = 0.1
 
     def __init__(
-        self, gpus: Sequence[str] = (), parallel: int | None = None, cwd: str | None = None
+        self,
+        gpus: Sequence[str] = (),
+        parallel: int | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
     ):
         self.gpus = [str(g) for g in gpus]
         self.capacity = max(1, parallel or len(self.gpus) or 1)
         self.cwd = cwd
+        self.env = {str(k): str(v) for k, v in (env or {}).items()}
+        threads_set = "OMP_NUM_THREADS" in self.env or "OMP_NUM_THREADS" in os.environ
+        if not self.gpus and self.capacity > 1 and not threads_set:  # N CPU trials share cores
+            self.env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.capacity))
         self._load = {g: 0 for g in self.gpus}
 
     def _pick_gpu(self) -> str | None:
@@ -94,7 +102,7 @@ class LocalLauncher(Launcher):
 
     def env_preview(self, slot: int) -> dict[str, str]:
         gpu = self.gpus[slot % len(self.gpus)] if self.gpus else ""
-        return {"CUDA_VISIBLE_DEVICES": gpu}
+        return {**self.env, "CUDA_VISIBLE_DEVICES": gpu}
 
     def describe(self) -> str:
         where = f"GPUs {','.join(self.gpus)}" if self.gpus else "CPU"
@@ -103,6 +111,7 @@ class LocalLauncher(Launcher):
     def start(self, name: str, cmd: Sequence[str], log_path: str) -> Handle:
         gpu = self._pick_gpu()
         env = dict(os.environ)
+        env.update(self.env)
         env["CUDA_VISIBLE_DEVICES"] = gpu or ""
         log = open_log(log_path, cmd, note=f"trial {name} (CUDA_VISIBLE_DEVICES={gpu or ''})")
         try:
@@ -175,8 +184,10 @@ class SlurmLauncher(Launcher):
         parallel: int | None = None,
         cwd: str | None = None,
         dry_run: bool = False,
+        env: Mapping[str, str] | None = None,
     ):
         opts = dict(slurm or {})
+        self.env = {str(k): str(v) for k, v in (env or {}).items()}
         max_parallel = opts.pop("max_parallel", None)
         self.capacity = max(1, parallel or max_parallel or 10_000)
         self.cwd = cwd
@@ -199,6 +210,9 @@ class SlurmLauncher(Launcher):
         with contextlib.suppress(Exception):
             self.cluster = str(inner.name())
 
+    def env_preview(self, slot: int) -> dict[str, str]:
+        return dict(self.env)
+
     def describe(self) -> str:
         shown = {k: v for k, v in self.parameters.items() if k not in ("nodes", "tasks_per_node")}
         opts = ", ".join(f"{k}={v}" for k, v in shown.items())
@@ -209,7 +223,7 @@ class SlurmLauncher(Launcher):
         params = {"name": f"detlab-{name}"}
         with contextlib.suppress(Exception):  # executors without a `name` parameter
             self.executor.update_parameters(**params)
-        job = self.executor.submit(run_command, list(cmd), log_path, None, self.cwd)
+        job = self.executor.submit(run_command, list(cmd), log_path, self.env or None, self.cwd)
         return Handle(
             name=name, started=time.monotonic(), info={"job_id": str(job.job_id)}, obj=job
         )
@@ -292,12 +306,20 @@ def build_launcher(
     parallel: int | None = None,
     slurm: Mapping[str, Any] | None = None,
     cluster: str = "slurm",
+    env: Mapping[str, str] | None = None,
+    dry_run: bool = False,
 ) -> Launcher:
-    """``"local"`` or ``"slurm"`` launcher for a sweep rooted at ``root``."""
+    """``"local"`` or ``"slurm"`` launcher for a sweep rooted at ``root``; ``env`` is added to
+    every trial's environment. ``dry_run`` builds one that can only describe itself."""
     if kind == "local":
-        return LocalLauncher(gpus=gpus, parallel=parallel)
+        return LocalLauncher(gpus=gpus, parallel=parallel, env=env)
     if kind == "slurm":
         return SlurmLauncher(
-            os.path.join(root, ".submitit"), slurm=slurm, cluster=cluster, parallel=parallel
+            os.path.join(root, ".submitit"),
+            slurm=slurm,
+            cluster=cluster,
+            parallel=parallel,
+            env=env,
+            dry_run=dry_run,
         )
     raise UserError(f"Unknown launcher {kind!r}; use 'local' or 'slurm'.")

@@ -51,6 +51,7 @@ SPEC_KEYS = (
     "python",
     "parallel",
     "gpus",
+    "env",
     "slurm",
 )
 #: Keys of the ``slurm:`` section (submitit's names; ``timeout_min`` in minutes).
@@ -89,6 +90,7 @@ class SweepSpec:
     python: str | None = None
     parallel: int | None = None
     gpus: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -265,6 +267,12 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
     gpus = data.get("gpus")
     if gpus is not None:
         gpus = parse_gpus(gpus, where=f"Sweep spec {path}")
+    env = data.get("env") or {}
+    if not isinstance(env, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+        for k, v in env.items()
+    ):
+        raise spec_error(path, f"env must map variable names to text or numbers, got {env!r}.")
     slurm = data.get("slurm") or {}
     if not isinstance(slurm, Mapping):
         raise spec_error(path, f"slurm must be a mapping ({', '.join(SLURM_KEYS)}), got {slurm!r}.")
@@ -298,6 +306,7 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
         python=python,
         parallel=parallel,
         gpus=gpus,
+        env={k: str(v) for k, v in env.items()},
         slurm=dict(slurm),
     )
 

@@ -33,6 +33,8 @@ def main(argv: list[str]) -> int:
                         "resume": resume,
                         "pid": os.getpid(),
                         "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                        "omp": os.environ.get("OMP_NUM_THREADS"),
+                        "extra": os.environ.get("SWEEP_TEST_VAR"),
                     }
                 )
                 + "\n"

@@ -168,6 +168,22 @@ def test_gpu_pinning_one_gpu_per_trial_or_cpu(make_spec):
     assert [c["cuda"] for c in make_spec.read_calls()] == [""] * 4
 
 
+def test_trial_environment_from_spec_and_cpu_thread_share(make_spec, monkeypatch, capsys):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    spec_path = make_spec(env={"SWEEP_TEST_VAR": "on"})
+    assert main([str(spec_path), "--parallel", "4", "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("SWEEP_TEST_VAR=on OMP_NUM_THREADS=2") == 4
+    assert main([str(spec_path), "--parallel", "4"]) == 0
+    calls = make_spec.read_calls()
+    assert [(c["extra"], c["omp"]) for c in calls] == [("on", "2")] * 4
+    # GPU trials and an explicit thread count are left alone.
+    spec = load_spec(make_spec(env={"OMP_NUM_THREADS": "3"}), output_root=str(make_spec.root) + "2")
+    run_sweep(spec, LocalLauncher(parallel=2, env=spec.env), out=lambda s: None)
+    assert {c["omp"] for c in make_spec.read_calls()[4:]} == {"3"}
+    assert "OMP_NUM_THREADS" not in LocalLauncher(gpus=["0", "1"], parallel=2).env
+
+
 def test_sweep_sh_wrapper_runs_module(make_spec):
     spec_path = make_spec()
     script = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "sweep.sh")
