@@ -29,8 +29,16 @@ class TrainingSampler:
     """Infinite stream of indices in ``[0, size)``: a fresh seeded permutation per epoch."""
 
     def __init__(
-        self, size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        size: int,
+        shuffle: bool = True,
+        seed: int | None = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        """``seed=None`` draws a random seed (the stream is then not reproducible)."""
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**31))
         if size <= 0:
             raise UserError("The training set is empty; check DATASETS.TRAIN and its annotations.")
         if not 0 <= rank < world_size:
@@ -94,7 +102,7 @@ class RepeatFactorTrainingSampler(TrainingSampler):
         self,
         repeat_factors: Sequence[float],
         shuffle: bool = True,
-        seed: int = 0,
+        seed: int | None = 0,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -102,6 +110,13 @@ class RepeatFactorTrainingSampler(TrainingSampler):
         super().__init__(len(factors), shuffle, seed, rank, world_size)
         self.factors = factors
         self._starts = [0]  # global start position of each epoch computed so far
+
+    @staticmethod
+    def repeat_factors_from_category_frequency(
+        dataset_dicts: Sequence[dict], repeat_thresh: float
+    ) -> np.ndarray:
+        """Same as the module-level :func:`repeat_factors_from_category_frequency`."""
+        return repeat_factors_from_category_frequency(dataset_dicts, repeat_thresh)
 
     def _epoch(self, epoch: int) -> np.ndarray:
         if self._cache is None or self._cache[0] != epoch:

@@ -85,3 +85,25 @@ def test_corrupt_image_is_skipped_counted_and_replaced(tiny_sar, small_cfg, capl
     assert dicts[0]["image_id"] not in {x["image_id"] for b in batches for x in b}
     assert loader.stats()["skipped_images"] >= 3
     assert sum(dicts[0]["file_name"] in r.getMessage() for r in caplog.records) == 1
+
+
+def test_repeat_factor_loader_resumes_exactly(tiny_sar, small_cfg):
+    classes = {"common": (0.8, ("cargo",)), "rare": (0.2, ("fishing",))}
+    small_cfg.DATASETS.TRAIN = (tiny_sar(num_images=12, classes=classes),)
+    small_cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
+    small_cfg.DATALOADER.REPEAT_THRESHOLD = 0.9
+    full = _take(build_detection_train_loader(small_cfg), 10)
+    resumed = _take(build_detection_train_loader(small_cfg, start_iter=8), 2)
+    for a, b in zip(full[8:], resumed, strict=True):
+        _same(a, b)
+
+
+def test_unknown_sampler_is_a_user_error(tiny_sar, small_cfg):
+    import pytest
+
+    from detlab.utils.errors import UserError
+
+    small_cfg.DATASETS.TRAIN = (tiny_sar(num_images=3),)
+    small_cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorSampler"
+    with pytest.raises(UserError, match="SAMPLER_TRAIN"):
+        build_detection_train_loader(small_cfg)

@@ -123,3 +123,20 @@ def test_class_aware_policy_applies_only_to_rare_class_images(tmp_path):
     assert torch.equal(rare["image"], torch.flip(common["image"], dims=[2]))
     with pytest.raises(UserError, match="unknown class 'nope'"):
         ClassAwareMapper(True, thing_classes=["a", "b"], policies=[{"classes": ["nope"]}])
+
+
+def test_color_input_to_one_or_three_channels(tmp_path):
+    img = np.zeros((16, 24, 3), np.uint8)
+    img[..., 0], img[..., 1], img[..., 2] = 30, 60, 90  # B, G, R
+    cv2.imwrite(str(tmp_path / "c.png"), img)
+    d = _dict(tmp_path / "c.png", 16, 24, boxes=((1, 1, 5, 5),))
+    bgr = DatasetMapper(False, min_size=0, out_channels=3, image_format="BGR")(d)["image"]
+    rgb = DatasetMapper(False, min_size=0, out_channels=3, image_format="RGB")(d)["image"]
+    grey = DatasetMapper(False, min_size=0, out_channels=1)(d)["image"]
+    assert bgr[:, 0, 0].tolist() == [30.0, 60.0, 90.0]
+    assert rgb[:, 0, 0].tolist() == [90.0, 60.0, 30.0]
+    assert grey.shape == (1, 16, 24) and float(grey[0, 0, 0]) == pytest.approx(60.0)
+    img16 = (img.astype(np.uint16) * 257)[..., :1]
+    cv2.imwrite(str(tmp_path / "g.tif"), img16)
+    out = DatasetMapper(False, min_size=0, out_channels=3)(_dict(tmp_path / "g.tif", 16, 24))
+    assert out["image"][:, 3, 3].tolist() == [30.0, 30.0, 30.0]
