@@ -169,7 +169,10 @@ def _identity(batch: list) -> list:
 
 
 def _worker_init(_: int) -> None:
+    import cv2
+
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 class _Loader:

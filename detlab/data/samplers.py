@@ -149,7 +149,7 @@ class GroupedBatchStream:
     indices are batched per group (e.g. landscape/portrait) in stream order and the leftovers
     of all groups fill the window's last batches. Batch ``k`` is a pure function of the
     sampler's stream, so grouping keeps resumes exact. ``batch_keys(k)`` returns
-    ``[(position, index), ...]``.
+    ``[(global position, index), ...]``.
     """
 
     def __init__(
@@ -169,7 +169,12 @@ class GroupedBatchStream:
             return self._cache[1]
         b = self.batch_size
         start = w * b * self.window
-        keys = [(p, self.sampler.index_at(p)) for p in range(start, start + b * self.window)]
+        world, rank = self.sampler.world_size, self.sampler.rank
+        # key = (global stream position, dataset index): the position seeds augmentation
+        keys = [
+            (p * world + rank, self.sampler.index_at(p))
+            for p in range(start, start + b * self.window)
+        ]
         if self.groups is None:
             batches = [keys[i : i + b] for i in range(0, len(keys), b)]
         else:

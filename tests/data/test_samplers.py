@@ -70,3 +70,14 @@ def test_grouped_batches_are_position_indexed_and_use_every_position():
 def test_inference_sampler_shards_cover_once():
     shards = [list(InferenceSampler(10, r, 3)) for r in range(3)]
     assert sum(shards, []) == list(range(10))
+
+
+def test_batch_keys_carry_global_positions_per_rank():
+    streams = [
+        GroupedBatchStream(TrainingSampler(9, seed=1, rank=r, world_size=2), 3) for r in range(2)
+    ]
+    keys = [[k for b in range(4) for k in s.batch_keys(b)] for s in streams]
+    assert [p for p, _ in keys[0]] == list(range(0, 24, 2))
+    assert [p for p, _ in keys[1]] == list(range(1, 24, 2))
+    full = TrainingSampler(9, seed=1)
+    assert all(full.index_at(p) == i for ks in keys for p, i in ks)
