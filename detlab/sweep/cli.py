@@ -60,6 +60,13 @@ def build_parser() -> DetlabArgumentParser:
         help="submitit executor: slurm, or local to run the job path on this machine",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    parser.add_argument(
+        "opts",
+        nargs="*",
+        default=[],
+        metavar="KEY VALUE",
+        help="config overrides added to every trial (win over the spec's fixed ones)",
+    )
     return parser
 
 
@@ -67,11 +74,13 @@ def _sweep(args) -> int:
     from detlab.sweep.launchers import build_launcher
     from detlab.sweep.plan import plan_sweep, print_dry_run
     from detlab.sweep.runner import SweepInterrupted, run_sweep
-    from detlab.sweep.spec import load_spec, parse_gpus
+    from detlab.sweep.spec import add_fixed_overrides, load_spec, parse_gpus
     from detlab.sweep.state import FINISHED
     from detlab.utils.errors import UserError
 
     spec = load_spec(args.spec, output_root=args.output_root)
+    if args.opts:
+        spec = add_fixed_overrides(spec, list(args.opts))
     if args.parallel is not None and args.parallel < 1:
         raise UserError(f"--parallel must be at least 1, got {args.parallel}.")
     gpus = parse_gpus(args.gpus) if args.gpus is not None else (spec.gpus or [])
@@ -119,11 +128,16 @@ def _sweep(args) -> int:
 
 
 def _print(text: str) -> None:
-    print(text, flush=True)
+    """Print a progress line; a closed pipe (``| head``) must not stop a running sweep."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # options before or after overrides
     return run_tool(lambda: _sweep(args), debug=args.debug)
 
 

@@ -90,7 +90,9 @@ def plan_sweep(spec: SweepSpec, validate: bool = True) -> list[PlannedTrial]:
         try:
             load_config(spec.base_config, opts)
         except ConfigError as err:
-            raise ConfigError(f"Sweep spec {spec.path}, {what}: {err}".rstrip(".") + ".") from None
+            reason = str(err).replace(" (from the command line)", "")
+            text = f"Sweep spec {spec.path}, {what}: {reason}"
+            raise ConfigError(text if text.endswith((".", "?", "!")) else text + ".") from None
 
     if validate:  # keys first, so a misspelt key is named before anything else can fail
         first = parameter_combinations(spec)[:1]

@@ -21,6 +21,7 @@ Random search replaces the lists with distributions (``{uniform: [lo, hi]}``,
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
@@ -33,7 +34,7 @@ import yaml
 
 from detlab.utils.errors import UserError
 
-__all__ = ["SLURM_KEYS", "SPEC_KEYS", "SweepSpec", "load_spec", "parse_gpus"]
+__all__ = ["SLURM_KEYS", "SPEC_KEYS", "SweepSpec", "add_fixed_overrides", "load_spec", "parse_gpus"]
 
 #: Top-level keys a spec may hold.
 SPEC_KEYS = (
@@ -309,6 +310,25 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
         env={k: str(v) for k, v in env.items()},
         slurm=dict(slurm),
     )
+
+
+def add_fixed_overrides(spec: SweepSpec, opts: list[str]) -> SweepSpec:
+    """``spec`` with command-line ``KEY VALUE`` / ``KEY=VALUE`` tokens added to its fixed
+    overrides (they win over the spec's own), e.g. ``MODEL.DEVICE cpu SOLVER.MAX_ITER 100``."""
+    from detlab.config import parse_overrides
+    from detlab.config.config import _parse_literal
+
+    fixed = dict(spec.fixed)
+    for key, raw in parse_overrides(opts):
+        if key in spec.parameters:
+            raise UserError(
+                f"{key} is a parameter of sweep spec {spec.path}; it cannot also be fixed on the "
+                "command line."
+            )
+        if key.upper() == "OUTPUT_DIR":
+            raise UserError("OUTPUT_DIR is set per trial by the sweep; use --output-root instead.")
+        fixed[key] = _parse_literal(raw)
+    return dataclasses.replace(spec, fixed=fixed)
 
 
 def parse_gpus(value: Any, where: str = "--gpus") -> list[str]:

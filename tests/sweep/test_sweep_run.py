@@ -242,3 +242,24 @@ def test_random_search_runs_and_csv_keeps_exact_values(make_spec):
             want[r["name"]]["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"],
         )
         assert float(r["APs"]) == pytest.approx(_expected(lr, clip)["APs"], abs=1e-4)
+
+
+def test_command_line_overrides_join_the_fixed_ones(make_spec, capsys):
+    spec_path = make_spec(fixed={"SOLVER.CLIP_GRADIENTS.ENABLED": True, "SOLVER.MAX_ITER": 20})
+    argv = [str(spec_path), "SOLVER.MAX_ITER", "4", "SEED=-1", "--dry-run", "--gpus", "0"]
+    assert main(argv) == 0
+    commands = [ln for ln in capsys.readouterr().out.splitlines() if "--config-file" in ln]
+    assert len(commands) == 4
+    for c in commands:
+        assert "SOLVER.MAX_ITER 4 " in c and "SOLVER.MAX_ITER 20" not in c and "SEED -1" in c
+
+    assert main([str(spec_path), "SOLVER.BASE_LR", "0.5"]) == 2
+    assert "SOLVER.BASE_LR is a parameter" in capsys.readouterr().err
+    assert main([str(spec_path), "SOLVER.MAX_ITR", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "SOLVER.MAX_ITR" in err and "did you mean SOLVER.MAX_ITER" in err
+    assert not make_spec.calls.exists()
+
+    assert main([str(spec_path), "SOLVER.MAX_ITER", "4"]) == 0
+    rows = _csv(make_spec.root)
+    assert {r["best_iteration"] for r in rows} == {"2"}  # the stand-in reports MAX_ITER // 2
