@@ -212,6 +212,7 @@ class _Loader:
                     batch = []
                     for out, counts in raw:
                         self._stats.update(counts)
+                        counters.add_to_totals(counts)
                         if out is not None:
                             batch.append(out)
                     done += 1
@@ -232,6 +233,7 @@ class _Loader:
                     done,
                 )
                 self._stats["worker_failures"] += 1
+                counters.add_to_totals({"worker_failures": 1})
                 workers = 0
 
 

@@ -2,8 +2,9 @@
 
 Mappers call :func:`count` while they process one image; the loader wraps each call in
 :func:`collect`, ships the counts back from worker processes with the sample, and sums them
-into ``loader.stats()`` (keys ``skipped_images``, ``dropped_boxes``, ``clipped_boxes``), which
-the trainer reports as ``data/<key>``.
+into ``loader.stats()`` (keys ``skipped_images``, ``dropped_boxes``, ``clipped_boxes``,
+``worker_failures``), which the trainer reports as ``data/<key>``; :func:`totals` sums them over
+every loader of the process.
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["collect", "count", "warn_once"]
+__all__ = ["collect", "count", "totals", "warn_once"]
 
 _local = threading.local()
 _warned: set[str] = set()
+_totals: Counter = Counter()
+
+
+def totals() -> dict[str, int]:
+    """Counts summed over every loader of this process since start (``data/<key>`` totals)."""
+    return dict(_totals)
+
+
+def add_to_totals(counts: dict[str, int]) -> None:
+    _totals.update(counts)
 
 
 def count(key: str, n: int = 1) -> None:

@@ -79,11 +79,15 @@ def test_corrupt_image_is_skipped_counted_and_replaced(tiny_sar, small_cfg, capl
     dicts = [d for d in dicts if d["annotations"]]
     with open(dicts[0]["file_name"], "r+b") as f:  # truncate the PNG
         f.truncate(100)
+    from detlab.data import counters
+
+    before = counters.totals().get("skipped_images", 0)
     loader = build_detection_train_loader(small_cfg, dataset=dicts)
     batches = _take(loader, 3 * len(dicts))
     assert all(len(b) == 2 for b in batches)
     assert dicts[0]["image_id"] not in {x["image_id"] for b in batches for x in b}
     assert loader.stats()["skipped_images"] >= 3
+    assert counters.totals()["skipped_images"] - before == loader.stats()["skipped_images"]
     assert sum(dicts[0]["file_name"] in r.getMessage() for r in caplog.records) == 1
 
 
