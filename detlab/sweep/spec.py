@@ -117,6 +117,24 @@ def _flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _flatten_parameters(data: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Like :func:`_flatten` for nested config groups (upper-case keys, ``SOLVER: {BASE_LR:
+    [...]}``); a mapping with lower-case keys is a value (a distribution such as ``uniform``)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        nested = (
+            isinstance(value, Mapping)
+            and value
+            and all(isinstance(k, str) and k.isupper() for k in value)
+        )
+        if nested:
+            out.update(_flatten_parameters(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
 def _check_number(path: str, what: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise spec_error(path, f"{what} must be a finite number, got {value!r}.")
@@ -213,7 +231,8 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
     params = data.get("parameters")
     if not isinstance(params, Mapping) or not params:
         raise spec_error(path, "needs parameters, a mapping of config keys to values to try.")
-    params = {str(k): _check_parameter(path, method, str(k), v) for k, v in params.items()}
+    params = _flatten_parameters(params)
+    params = {k: _check_parameter(path, method, k, v) for k, v in params.items()}
     for key in params:
         if key in fixed:
             raise spec_error(path, f"{key} is both fixed and a parameter; keep it in one place.")

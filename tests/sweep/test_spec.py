@@ -250,3 +250,25 @@ def test_override_tokens_round_trip_any_value(lr, it, text):
     assert cfg.SOLVER.BASE_LR == lr
     assert cfg.SOLVER.MAX_ITER == it
     assert cfg.MODEL.WEIGHTS == text
+
+
+def test_nested_parameter_groups_are_flattened(tmp_path):
+    spec = load_spec(
+        _write(
+            tmp_path,
+            {
+                "method": "random",
+                "num_trials": 2,
+                "parameters": {
+                    "SOLVER": {
+                        "BASE_LR": {"loguniform": [1e-4, 1e-2]},
+                        "CLIP_GRADIENTS": {"CLIP_VALUE": [0.5, 1.0]},
+                    }
+                },
+            },
+        )
+    )
+    assert spec.parameters == {
+        "SOLVER.BASE_LR": {"loguniform": [1e-4, 1e-2]},
+        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": {"choice": [0.5, 1.0]},
+    }
