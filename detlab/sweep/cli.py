@@ -34,6 +34,12 @@ def build_parser() -> DetlabArgumentParser:
     parser.add_argument(
         "--gpus", help="GPU indices for local trials, e.g. 0,1 (one per trial); empty = CPU"
     )
+    parser.add_argument(
+        "--gpus-per-trial",
+        type=int,
+        metavar="K",
+        help="GPUs per trial (default 1); K > 1 runs train_net with --num-gpus K (DDP)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print trials and commands only")
     parser.add_argument(
         "--status", action="store_true", help="print the current leaderboard and exit (no runs)"
@@ -89,7 +95,16 @@ def _sweep(args) -> int:
     for key in ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min"):
         if getattr(args, key) is not None:
             slurm[key] = getattr(args, key)
-    planned = plan_sweep(spec)  # checks every trial's config before anything starts
+    per_trial = args.gpus_per_trial or spec.gpus_per_trial
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 1:
+        raise UserError(f"--gpus-per-trial must be at least 1, got {args.gpus_per_trial}.")
+    if args.launcher == "slurm":
+        if per_trial and not slurm.get("gpus_per_node"):
+            slurm["gpus_per_node"] = per_trial
+        per_trial = per_trial or int(slurm.get("gpus_per_node") or 1)
+    per_trial = per_trial or 1
+    # Checks every trial's config before anything starts.
+    planned = plan_sweep(spec, num_gpus=per_trial)
     if args.status:
         from detlab.sweep.report import render_leaderboard
         from detlab.sweep.state import SweepState
@@ -106,6 +121,7 @@ def _sweep(args) -> int:
         cluster=args.cluster,
         env=spec.env,
         dry_run=args.dry_run,
+        gpus_per_trial=per_trial,
     )
     if args.dry_run:
         print_dry_run(spec, planned, launcher, retry_failed=args.retry_failed, out=_print)

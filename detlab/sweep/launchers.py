@@ -74,7 +74,11 @@ class Launcher:
 
 
 class LocalLauncher(Launcher):
-    """Subprocesses on this machine, ``parallel`` at a time, one GPU each (or CPU)."""
+    """Subprocesses on this machine, ``parallel`` at a time, one GPU each (or CPU).
+
+    With ``gpus_per_trial=k`` the GPU list is cut into groups of ``k`` (``0,1`` and ``2,3``)
+    and each trial gets one group.
+    """
 
     name = "local"
     poll_interval = 0.1
@@ -85,8 +89,15 @@ class LocalLauncher(Launcher):
         parallel: int | None = None,
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
+        gpus_per_trial: int = 1,
     ):
-        self.gpus = [str(g) for g in gpus]
+        gpus = [str(g) for g in gpus]
+        k = max(1, int(gpus_per_trial))
+        if gpus and len(gpus) < k:
+            raise UserError(
+                f"{k} GPUs per trial need at least {k} GPUs in --gpus, got {','.join(gpus)}."
+            )
+        self.gpus = [",".join(gpus[i : i + k]) for i in range(0, len(gpus) - k + 1, k)]
         self.capacity = max(1, parallel or len(self.gpus) or 1)
         self.cwd = cwd
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
@@ -308,11 +319,12 @@ def build_launcher(
     cluster: str = "slurm",
     env: Mapping[str, str] | None = None,
     dry_run: bool = False,
+    gpus_per_trial: int = 1,
 ) -> Launcher:
     """``"local"`` or ``"slurm"`` launcher for a sweep rooted at ``root``; ``env`` is added to
     every trial's environment. ``dry_run`` builds one that can only describe itself."""
     if kind == "local":
-        return LocalLauncher(gpus=gpus, parallel=parallel, env=env)
+        return LocalLauncher(gpus=gpus, parallel=parallel, env=env, gpus_per_trial=gpus_per_trial)
     if kind == "slurm":
         return SlurmLauncher(
             os.path.join(root, ".submitit"),

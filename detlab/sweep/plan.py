@@ -80,8 +80,11 @@ def resolve_train_script(spec: SweepSpec) -> str:
     )
 
 
-def plan_sweep(spec: SweepSpec, validate: bool = True) -> list[PlannedTrial]:
-    """Trials of ``spec`` with their commands; ``validate`` checks every full config first."""
+def plan_sweep(spec: SweepSpec, validate: bool = True, num_gpus: int = 1) -> list[PlannedTrial]:
+    """Trials of ``spec`` with their commands; ``validate`` checks every full config first.
+
+    ``num_gpus > 1`` adds ``--num-gpus N`` (one DDP process per GPU of the trial).
+    """
     from detlab.config import load_config
 
     fixed = override_tokens(spec.fixed)
@@ -106,7 +109,8 @@ def plan_sweep(spec: SweepSpec, validate: bool = True) -> list[PlannedTrial]:
         opts = [*fixed, *override_tokens(trial.params), "OUTPUT_DIR", out_dir]
         if validate:
             check(opts, f"trial {trial.name}")
-        cmd = [python, script, "--config-file", spec.base_config, *opts]
+        launch = ["--num-gpus", str(num_gpus)] if num_gpus > 1 else []
+        cmd = [python, script, *launch, "--config-file", spec.base_config, *opts]
         planned.append(PlannedTrial(trial, out_dir, os.path.join(out_dir, LOG_NAME), cmd))
     return planned
 

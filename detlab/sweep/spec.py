@@ -52,6 +52,7 @@ SPEC_KEYS = (
     "python",
     "parallel",
     "gpus",
+    "gpus_per_trial",
     "env",
     "slurm",
 )
@@ -91,6 +92,7 @@ class SweepSpec:
     python: str | None = None
     parallel: int | None = None
     gpus: list[str] | None = None
+    gpus_per_trial: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
 
@@ -287,6 +289,11 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
     gpus = data.get("gpus")
     if gpus is not None:
         gpus = parse_gpus(gpus, where=f"Sweep spec {path}")
+    per_trial = data.get("gpus_per_trial")
+    if per_trial is not None and (
+        isinstance(per_trial, bool) or not isinstance(per_trial, int) or per_trial < 1
+    ):
+        raise spec_error(path, f"gpus_per_trial must be an integer >= 1, got {per_trial!r}.")
     env = data.get("env") or {}
     if not isinstance(env, Mapping) or not all(
         isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
@@ -326,6 +333,7 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
         python=python,
         parallel=parallel,
         gpus=gpus,
+        gpus_per_trial=per_trial,
         env={k: str(v) for k, v in env.items()},
         slurm=dict(slurm),
     )

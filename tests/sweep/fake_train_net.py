@@ -1,7 +1,7 @@
 """A stand-in for tools/train_net.py: same command line, instant, deterministic metrics.
 
-It parses ``--config-file CFG [--resume] KEY VALUE ...`` with detlab's own config loader,
-writes ``config.yaml`` and ``final_metrics.json`` to ``OUTPUT_DIR`` and exits 0. Metrics are
+It parses ``[--resume] [--num-gpus N] --config-file CFG KEY VALUE ...`` with detlab's own
+config loader, writes ``config.yaml`` and ``final_metrics.json`` to ``OUTPUT_DIR`` and exits 0. Metrics are
 simple functions of the config so tests can compute the expected ranking independently:
 ``AP = 100 * BASE_LR + CLIP_VALUE`` and ``APs = 10 * CLIP_VALUE - 1000 * BASE_LR``.
 A ``BASE_LR`` above 0.5 makes it fail (exit 1) like a diverged run. Every call is appended
@@ -19,6 +19,9 @@ from detlab.config import load_config
 def main(argv: list[str]) -> int:
     resume = "--resume" in argv
     argv = [a for a in argv if a != "--resume"]
+    num_gpus = 1
+    if argv[0] == "--num-gpus":
+        num_gpus, argv = int(argv[1]), argv[2:]
     assert argv[0] == "--config-file", argv
     cfg = load_config(argv[1], argv[2:])
     out = cfg.OUTPUT_DIR
@@ -34,6 +37,7 @@ def main(argv: list[str]) -> int:
                         "pid": os.getpid(),
                         "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
                         "omp": os.environ.get("OMP_NUM_THREADS"),
+                        "num_gpus": num_gpus,
                         "extra": os.environ.get("SWEEP_TEST_VAR"),
                     }
                 )

@@ -168,6 +168,15 @@ def test_gpu_pinning_one_gpu_per_trial_or_cpu(make_spec):
     assert [c["cuda"] for c in make_spec.read_calls()] == [""] * 4
 
 
+def test_gpu_groups_for_multi_gpu_trials(make_spec):
+    spec_path = make_spec()
+    assert main([str(spec_path), "--gpus", "0,1,2,3,4", "--gpus-per-trial", "2"]) == 0
+    calls = make_spec.read_calls()
+    assert len(calls) == 4
+    assert {c["cuda"] for c in calls} == {"0,1", "2,3"}  # GPU 4 is left over
+    assert {c["num_gpus"] for c in calls} == {2}
+
+
 def test_trial_environment_from_spec_and_cpu_thread_share(make_spec, monkeypatch, capsys):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
