@@ -1,8 +1,8 @@
 """A stand-in for tools/train_net.py: same command line, instant, deterministic metrics.
 
 It parses ``[--resume] [--num-gpus N] --config-file CFG KEY VALUE ...`` with detlab's own
-config loader, writes ``config.yaml`` and ``final_metrics.json`` to ``OUTPUT_DIR`` and exits 0. Metrics are
-simple functions of the config so tests can compute the expected ranking independently:
+config loader, writes ``config.yaml`` and ``final_metrics.json`` to ``OUTPUT_DIR`` and exits 0.
+Metrics are simple functions of the config so tests can compute the expected ranking independently:
 ``AP = 100 * BASE_LR + CLIP_VALUE`` and ``APs = 10 * CLIP_VALUE - 1000 * BASE_LR``.
 A ``BASE_LR`` above 0.5 makes it fail (exit 1) like a diverged run. Every call is appended
 to ``$FAKE_TRAIN_CALLS`` when set; ``$FAKE_TRAIN_SLEEP`` seconds of sleep simulate work.
