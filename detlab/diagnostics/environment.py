@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import sys
 from typing import Any
 
 from detlab.diagnostics.core import FAIL, PASS, WARN, Report
 
-__all__ = ["check_environment", "torchvision_matches"]
+__all__ = ["check_environment", "check_run_settings", "torchvision_matches"]
 
 # (import name, distribution name, required)
 _PACKAGES = (
@@ -62,6 +63,10 @@ def check_environment(cfg: Any, report: Report) -> None:
 
     versions, missing, broken = {}, [], []
     for mod, dist, required in _PACKAGES:
+        if not required:  # versions only: importing e.g. wandb would hook the console
+            spec = importlib.util.find_spec(mod)
+            versions[dist] = _version(dist, None) if spec else "not installed"
+            continue
         try:
             versions[dist] = _version(dist, importlib.import_module(mod))
         except ImportError as err:
@@ -93,6 +98,7 @@ def check_environment(cfg: Any, report: Report) -> None:
     _check_numpy(report, np, torch)
     _check_torchvision(report, torch)
     _check_device(cfg, report, torch)
+    check_run_settings(cfg, report)
 
 
 def _check_numpy(report: Report, np: Any, torch: Any) -> None:
@@ -180,3 +186,40 @@ def _check_device(cfg: Any, report: Report, torch: Any) -> None:
         )
         return  # fmt: skip
     report.add(S, "device", PASS, f"{want} works ({seen}; {threads})")
+
+
+def check_run_settings(cfg: Any, report: Report) -> None:
+    """OUTPUT_DIR writable with free space; schedule keys that cannot act as written."""
+    import shutil
+
+    out = os.path.abspath(os.path.expanduser(str(cfg.OUTPUT_DIR)))
+    probe = out
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.access(probe, os.W_OK):
+        report.add(S, "OUTPUT_DIR", FAIL, f"{out} cannot be created or written ({probe} is not "
+                   "writable)", "set OUTPUT_DIR to a writable folder.")  # fmt: skip
+    else:
+        free = shutil.disk_usage(probe).free / 2**30
+        status = WARN if free < 1.0 else PASS
+        report.add(S, "OUTPUT_DIR", status, f"{out} writable, {free:.1f} GB free",
+                   "free disk space: checkpoints and logs need room." if status == WARN else "",
+                   free_gb=free)  # fmt: skip
+    s = cfg.SOLVER
+    steps = [int(x) for x in s.STEPS]
+    problems = []
+    if steps != sorted(steps):
+        problems.append(f"SOLVER.STEPS {tuple(steps)} are not increasing")
+    late = [x for x in steps if x >= s.MAX_ITER]
+    if late and s.LR_SCHEDULER_NAME == "WarmupMultiStepLR":
+        problems.append(f"SOLVER.STEPS {tuple(late)} are at or after SOLVER.MAX_ITER "
+                        f"{s.MAX_ITER} and never lower the LR")  # fmt: skip
+    if s.WARMUP_ITERS > s.MAX_ITER:
+        problems.append(f"SOLVER.WARMUP_ITERS {s.WARMUP_ITERS} exceeds SOLVER.MAX_ITER")
+    if problems:
+        report.add(S, "schedule", WARN, "; ".join(problems),
+                   "scale SOLVER.STEPS / WARMUP_ITERS with SOLVER.MAX_ITER (e.g. steps at "
+                   "2/3 and 8/9 of the run).")  # fmt: skip
+    else:
+        report.add(S, "schedule", PASS, f"{s.MAX_ITER} iterations, batch {s.IMS_PER_BATCH}, "
+                   f"LR {s.BASE_LR} ({s.LR_SCHEDULER_NAME}, steps {tuple(steps)})")  # fmt: skip

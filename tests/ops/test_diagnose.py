@@ -189,3 +189,23 @@ def test_cli_exit_status_from_a_subprocess(tiny_config):
     assert proc.returncode == 1, proc.stderr
     assert "✗ device: " in proc.stdout and "cuda:7" in proc.stdout
     assert "fix: " in proc.stdout.split("Summary:")[1]
+
+
+def test_schedule_that_cannot_act_is_a_warning(tmp_path):
+    from detlab.config import get_cfg
+    from detlab.diagnostics.environment import check_run_settings
+
+    cfg = get_cfg()
+    cfg.OUTPUT_DIR = str(tmp_path / "not" / "yet")
+    cfg.SOLVER.MAX_ITER = 100
+    cfg.SOLVER.WARMUP_ITERS = 10
+    cfg.SOLVER.STEPS = (50, 200)
+    report = Report()
+    check_run_settings(cfg, report)
+    out, schedule = report.checks
+    assert out.status == PASS and out.data["free_gb"] > 0
+    assert schedule.status == WARN and "(200,)" in schedule.detail and report.ok
+    cfg.SOLVER.STEPS = (50, 80)
+    report = Report()
+    check_run_settings(cfg, report)
+    assert report.checks[1].status == PASS
