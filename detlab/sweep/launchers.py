@@ -64,9 +64,11 @@ class Launcher:
     def stop(self, handles: Sequence[Handle], grace_s: float = 10.0) -> None:
         raise NotImplementedError
 
-    def reattach(self, name: str, info: Mapping[str, Any], elapsed: float) -> Handle | None:
-        """A handle on a trial an earlier sweep started (from its ``launch`` record), if the
-        launcher can still follow it; None means it must be started again."""
+    def reattach(
+        self, name: str, info: Mapping[str, Any], elapsed: float, cmd: Sequence[str] = ()
+    ) -> Handle | None:
+        """A handle on a trial an earlier sweep started (from its ``launch`` record and its
+        command), if the launcher can still follow it; None means it must be started again."""
         return None
 
     def close(self) -> None:
@@ -165,7 +167,44 @@ class LocalLauncher(Launcher):
             return None
         stop_process_group(handle.obj, grace_s=0)  # workers the trainer left behind
         self._release(handle)
+        if isinstance(handle.obj, _Orphan):  # not our child: its exit status is unknown
+            done = os.path.isfile(os.path.join(handle.obj.output_dir, "final_metrics.json"))
+            error = None if done else "ended while no sweep was watching it (status unknown)"
+            return {"returncode": 0 if done else -1, "error": error}
         return {"returncode": rc, "error": None}
+
+    def reattach(
+        self, name: str, info: Mapping[str, Any], elapsed: float, cmd: Sequence[str] = ()
+    ) -> Handle | None:
+        """Follow a trial process an earlier sweep started and left running when it died.
+
+        The process must still exist, lead its own process group and run this trial's script
+        with this trial's ``OUTPUT_DIR`` (read from ``/proc``); otherwise None.
+        """
+        pid = info.get("pid")
+        if not isinstance(pid, int) or "OUTPUT_DIR" not in cmd:
+            return None
+        output_dir = list(cmd)[list(cmd).index("OUTPUT_DIR") + 1]
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            if os.getpgid(pid) != pid or not _pid_alive(pid):
+                return None
+        except OSError:
+            return None
+        if output_dir not in args or len(cmd) < 2 or cmd[1] not in args:
+            return None
+        gpu = info.get("gpu")
+        gpu = gpu if gpu in self._load else None
+        if gpu is not None:
+            self._load[gpu] += 1
+        return Handle(
+            name=name,
+            started=time.monotonic() - elapsed,
+            info=dict(info),
+            obj=_Orphan(pid, output_dir),
+            gpu=gpu,
+        )
 
     def stop(self, handles: Sequence[Handle], grace_s: float = 10.0) -> None:
         import signal
@@ -178,6 +217,37 @@ class LocalLauncher(Launcher):
         for h in handles:
             stop_process_group(h.obj, grace_s=max(0.0, deadline - time.monotonic()))
             self._release(h)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class _Orphan:
+    """A trial process an earlier sweep started (not our child): polled through ``/proc``."""
+
+    def __init__(self, pid: int, output_dir: str) -> None:
+        self.pid = pid
+        self.output_dir = output_dir
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not _pid_alive(self.pid):
+            self.returncode = -1
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+            time.sleep(0.05)
+        return int(self.returncode)
 
 
 class SlurmLauncher(Launcher):
@@ -252,7 +322,9 @@ class SlurmLauncher(Launcher):
             first = str(err).strip().splitlines()
             return {"returncode": -1, "error": first[-1] if first else type(err).__name__}
 
-    def reattach(self, name: str, info: Mapping[str, Any], elapsed: float) -> Handle | None:
+    def reattach(
+        self, name: str, info: Mapping[str, Any], elapsed: float, cmd: Sequence[str] = ()
+    ) -> Handle | None:
         """Follow a job submitted by an earlier sweep run (e.g. after the sweep was killed).
 
         Slurm jobs are looked up by id; a local-executor job only if it has already finished

@@ -113,7 +113,9 @@ def run_sweep(
                 continue
             if rec.get("status") == "running":  # an earlier sweep died while this trial ran
                 elapsed = time.time() - float(rec.get("started_epoch") or time.time())
-                handle = launcher.reattach(p.trial.name, rec.get("launch") or {}, elapsed)
+                handle = launcher.reattach(
+                    p.trial.name, rec.get("launch") or {}, elapsed, p.command(False)
+                )
                 if handle is not None:
                     out(f"{p.trial.name}: following {handle.info} started by an earlier run")
                     running[p.trial.name] = (handle, p, False)

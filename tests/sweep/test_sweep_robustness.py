@@ -173,3 +173,38 @@ def test_rerun_follows_a_job_an_earlier_sweep_submitted(make_spec):
     assert len(make_spec.read_calls()) == 1  # not submitted again
     state = SweepState.load(str(make_spec.root))
     assert state.trials[planned.trial.name]["wall_time"] >= 5
+
+
+def test_rerun_after_the_sweep_was_killed_follows_its_orphaned_trials(make_spec):
+    """SIGKILL leaves local trials running; the next run follows them instead of duplicating."""
+    spec_path = make_spec()
+    env = dict(os.environ, FAKE_TRAIN_SLEEP="3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detlab.sweep", str(spec_path), "--parallel", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(make_spec.read_calls()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(make_spec.read_calls()) == 2
+        proc.kill()
+        proc.wait(timeout=10)
+        orphans = make_spec.read_calls()
+        assert all(_alive(c["pid"]) for c in orphans)
+
+        outcome = run_sweep(load_spec(spec_path), _local(2), out=lambda s: None)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert outcome.counts == {"finished": 4}
+    calls = make_spec.read_calls()
+    assert len(calls) == 4  # the two orphans were followed, not started again
+    dirs = [os.path.basename(c["output_dir"]) for c in calls]
+    assert len(set(dirs)) == 4
+    state = SweepState.load(str(make_spec.root))
+    for c in orphans:
+        rec = state.trials[os.path.basename(c["output_dir"])]
+        assert rec["attempts"] == 1 and rec["wall_time"] >= 2.5
