@@ -213,9 +213,10 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config_file, args.opts)
     if args.gt:
         root = args.image_root or os.path.dirname(os.path.abspath(args.gt))
-        name = "visualize_gt"
-        dicts = load_coco_json(args.gt, root, name)
-        meta = MetadataCatalog.get(name)
+        key = f"visualize:{os.path.abspath(args.gt)}"  # metadata of this json only
+        dicts = load_coco_json(args.gt, root, key)
+        meta = MetadataCatalog.get(key)
+        name = os.path.splitext(os.path.basename(args.gt))[0]
     else:
         if not args.config_file and not args.dataset:
             raise UserError("Give --config-file (datasets from DATASETS.TEST), --dataset or --gt.")

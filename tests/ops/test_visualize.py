@@ -147,3 +147,19 @@ def test_tensorboard_samples_use_the_shared_drawing():
     assert torch.equal(out, same)
     assert tuple(out[:, 10, 2].tolist()) == (0, 255, 0)
     assert tuple(out[:, 29, 8].tolist()) == (255, 0, 0)  # first dash of the bottom edge
+
+
+def test_a_coco_json_without_config_uint8_images(tmp_path, make_tiny_coco, tiny_boxes):
+    json_file = make_tiny_coco("rgb8", dtype=np.uint8)
+    out = tmp_path / "vis"
+    argv = ["--gt", json_file, "--output", str(out), "--image-ids", "3", "--thickness", "2"]
+    assert visualize_main(argv) == 0
+    (folder,) = os.listdir(out)
+    (name,) = os.listdir(out / folder)
+    img = cv2.imread(str(out / folder / name))[:, :, ::-1]
+    colour = class_colors(2)[0]
+    for (x, y, w, h), _ in tiny_boxes[3]:
+        assert _colour_fraction(img, _edge_pixels(x, y, w, h), colour) == 1.0
+        # 2 px lines: the second pixel row/column inside the box is coloured too
+        inner = [(y + h // 2, x + 1), (y + h // 2, x + w - 2)]
+        assert _colour_fraction(img, inner, colour) == 1.0
