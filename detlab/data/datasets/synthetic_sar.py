@@ -5,7 +5,8 @@ A scene is built in linear intensity (DN², arbitrary calibration) and written a
 
 * **Sea clutter**: mean reflectivity ``m²`` (``m`` log-uniform in 40..250 DN) times a smooth
   gamma texture (shape ``nu`` 3..30: sea state) and a faint swell, times multiplicative
-  gamma speckle with ``L`` looks (``L`` in 1..4, unit mean), plus a thermal noise floor.
+  speckle with ``L`` looks (``L`` in 1..4; gamma distributed with unit mean, correlated over
+  the ~0.6 px impulse response), plus a thermal noise floor. Moving ships leave dark wakes.
 * **Ships**: rotated hulls (pointed bow, length/width 3..8) with type-specific scattering:
   cargo (container bands + bridge), tanker (uniform deck, bright stern castle and bow),
   fishing (small, bright mast), generic. Mean hull ship-to-clutter ratio (SCR) from ~3 dB to
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = 2  # bump whenever scenes change, so cached sets are regenerated
+GENERATOR_VERSION = 3  # bump whenever scenes change, so cached sets are regenerated
 
 __all__ = ["GENERATOR_VERSION", "SHIP_TYPES", "SyntheticSARSpec", "render_scene"]
 
@@ -158,9 +159,12 @@ def _land(rng, shape, m2):
     side = int(rng.integers(4))
     n = w if side in (0, 1) else h
     depth = rng.uniform(0.15, 0.45) * (h if side in (0, 1) else w)
-    wiggle = cv2.resize(
-        rng.normal(0, 1, (1, n // 32 + 3)).astype(np.float32), (n, 1), cv2.INTER_CUBIC
-    )[0] * rng.uniform(3, 15)
+    knots = rng.normal(0, 1, (1, n // 48 + 3)).astype(np.float32)
+    wiggle = cv2.resize(knots, (n, 1), interpolation=cv2.INTER_CUBIC)
+    wiggle = cv2.GaussianBlur(wiggle, (0, 0), sigmaX=6, sigmaY=0.1)[0] * rng.uniform(3, 15)
+    wiggle += cv2.GaussianBlur(
+        rng.normal(0, 1.0, (1, n)).astype(np.float32), (0, 0), 1.5, sigmaY=0.1
+    )[0]  # small-scale roughness of the shore
     coast = depth + wiggle  # distance of the coast from the chosen side, per column/row
     yy, xx = np.mgrid[0:h, 0:w]
     dist = {0: yy, 1: h - 1 - yy, 2: xx, 3: w - 1 - xx}[side]
@@ -277,6 +281,8 @@ def render_scene(spec: SyntheticSARSpec, index: int) -> tuple[np.ndarray, list[d
             continue
         occupied.append(box)
         target += layer
+        if rng.random() < 0.3:  # moving ship: dark turbulent wake behind the stern
+            sea *= _wake(shape, cx, cy, theta, length, width)
         anns.append({"bbox": bbox, "category": cls, "ship_type": kind, "scr_db": round(scr, 2)})
         peak = float(layer.max())
         if hard_image and peak > 40 * local and rng.random() < 0.5:  # azimuth ambiguity
@@ -304,14 +310,42 @@ def render_scene(spec: SyntheticSARSpec, index: int) -> tuple[np.ndarray, list[d
         hard.append("buoys")
 
     target = cv2.GaussianBlur(target, (0, 0), 0.7)
-    speckle = rng.gamma(looks, 1.0 / looks, size=shape).astype(np.float32)
-    target_speckle = rng.gamma(2 * looks, 1.0 / (2 * looks), size=shape).astype(np.float32)
-    noise = rng.exponential(m2 * 10 ** (-rng.uniform(8, 15) / 10), size=shape)
+    speckle = _speckle(rng, shape, looks)
+    # strong scatterers fluctuate less: 2L looks, uncorrelated (targets cover few pixels)
+    target_speckle = rng.standard_gamma(2 * looks, size=shape, dtype=np.float32) / (2 * looks)
+    noise = rng.standard_exponential(shape, dtype=np.float32)
+    noise *= np.float32(m2 * 10 ** (-rng.uniform(8, 15) / 10))
     intensity = (sea + extra) * speckle + target * target_speckle + noise
     amp = np.sqrt(np.clip(intensity, 0, None))
     image = np.clip(np.rint(amp), 0, 65535).astype(np.uint16)
     info = {"looks": looks, "hard_negatives": sorted(set(hard))}
     return image, anns, info
+
+
+def _speckle(rng: np.random.Generator, shape, looks: int, psf: float = 0.6) -> np.ndarray:
+    """Unit-mean multiplicative speckle of ``looks`` looks, spatially correlated by the PSF.
+
+    Each look is the squared modulus of circular complex Gaussian noise smoothed by the
+    impulse response (so each look is exponential, as fully developed speckle is); the mean of
+    ``looks`` independent looks is gamma distributed with shape ``looks``.
+    """
+    # 2·looks real fields (real and imaginary parts) blurred at once as channels of one image
+    field = rng.standard_normal((*shape, 2 * looks), dtype=np.float32)
+    field = cv2.GaussianBlur(field, (0, 0), psf).reshape(*shape, 2 * looks)
+    acc = np.einsum("hwc,hwc->hw", field, field)
+    return acc / float(acc.mean())
+
+
+def _wake(shape, cx, cy, theta, length, width) -> np.ndarray:
+    """Dark turbulent wake behind a moving ship: multiplicative damping (1 = none)."""
+    h, w = shape
+    tail = np.zeros(shape, np.float32)
+    span = length * (1.5 + 2.5 * ((cx * 7.31 + cy * 3.17) % 1.0))
+    x0, y0 = cx - np.cos(theta) * length / 2, cy - np.sin(theta) * length / 2
+    x1, y1 = x0 - np.cos(theta) * span, y0 - np.sin(theta) * span
+    thick = max(1, int(round(width * 0.8)))
+    cv2.line(tail, (int(x0), int(y0)), (int(x1), int(y1)), 1.0, thick, lineType=cv2.LINE_AA)
+    return 1.0 - 0.6 * cv2.GaussianBlur(tail, (0, 0), 1.0 + width / 3)
 
 
 def _streaks(shape, x: float, y: float, power: float) -> np.ndarray:
