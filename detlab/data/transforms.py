@@ -189,7 +189,8 @@ def resize_shortest_edge(
 def build_albumentations(specs: Sequence[Any], where: str = "INPUT.AUGMENTATIONS"):
     """An ``albumentations.Compose`` (bbox-aware, XYXY pixels) from ``[{name, **params}]``.
 
-    ``name`` is any albumentations transform class (``HorizontalFlip``, ``Affine``, ...);
+    ``name`` is any albumentations transform class (``HorizontalFlip``, ``Affine``, ...) or
+    composition (``OneOf``, ``SomeOf``, ``Sequential``, whose ``transforms`` are specs too);
     the other keys are its constructor arguments. Returns None for an empty list.
     """
     import albumentations as A
@@ -224,8 +225,13 @@ def build_transform(spec: Any, index: int = 0, where: str = "INPUT.AUGMENTATIONS
         raise UserError(f"{where}[{index}] must be a mapping with a 'name' key, got {spec!r}.")
     params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k != "name"}
     name = str(spec["name"])
+    if isinstance(spec.get("transforms"), (list, tuple)):  # OneOf, SomeOf, Sequential, ...
+        params["transforms"] = [
+            build_transform(t, j, f"{where}[{index}].transforms")
+            for j, t in enumerate(spec["transforms"])
+        ]
     cls = getattr(A, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+    if not (isinstance(cls, type) and issubclass(cls, (A.BasicTransform, A.BaseCompose))):
         from detlab.utils.registry import closest_matches
 
         names = [n for n in dir(A) if isinstance(getattr(A, n), type)]

@@ -87,6 +87,11 @@ def test_degenerate_and_outside_boxes(tmp_path):
 def test_augmentations_by_name_and_bad_names(tmp_path, small_cfg):
     small_cfg.INPUT.AUGMENTATIONS = [{"name": "GaussNoise", "p": 1.0}]
     assert build_mapper(small_cfg, True).augment is not None
+    small_cfg.INPUT.AUGMENTATIONS = [
+        {"name": "OneOf", "p": 1.0, "transforms": [{"name": "VerticalFlip"}, {"name": "Blur"}]}
+    ]
+    compose = build_mapper(small_cfg, True).augment
+    assert [type(t).__name__ for t in compose.transforms[-1].transforms] == ["VerticalFlip", "Blur"]
     small_cfg.INPUT.AUGMENTATIONS = [{"name": "HorizontalFlipp"}]
     with pytest.raises(UserError, match="HorizontalFlip"):
         build_mapper(small_cfg, True)
