@@ -56,6 +56,8 @@ def default_setup(cfg: Any, args: Any = None) -> Any:
         atomic_write_text(os.path.join(out, "config.yaml"), cfg.dump())
         logger.info(f"Full config saved to {os.path.join(out, 'config.yaml')}")
     seed_all_rng(seed + rank)
+    if cfg.TRAINER.CPU_THREADS > 0:
+        torch.set_num_threads(int(cfg.TRAINER.CPU_THREADS))
     if cfg.DETERMINISTIC:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True

@@ -20,3 +20,6 @@ def add_output_defaults(cfg: CN) -> None:
     # Before iteration 0, push one batch through mapper and model and check shapes and a finite
     # loss, failing in one sentence instead of hours later.
     cfg.TRAINER.PREFLIGHT = True
+    # Intra-op CPU threads of the training process (torch.set_num_threads); 0 = PyTorch's
+    # default. 1 suits small models on few shared cores, where spinning threads stall.
+    cfg.TRAINER.CPU_THREADS = 0
