@@ -52,7 +52,8 @@ def build_parser() -> DetlabArgumentParser:
     o.add_argument("--worst-k", type=int, help="classes listed first (5)")
     o.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     o.add_argument("--workers", type=int,
-                   help="processes for --gt/--pred (default: 2 when a CPU is idle)")  # fmt: skip
+                   help="processes for the COCO evaluation of --gt/--pred (default: 2 when "
+                        "a CPU is idle)")  # fmt: skip
     o.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="config overrides (with --config-file)")  # fmt: skip

@@ -251,14 +251,16 @@ def evaluate_to_dir(
     plots: bool = True,
     workers: int = 1,
 ) -> EvaluationReport:
-    """:func:`run_evaluation` + :func:`write_outputs`, overlapped when ``workers > 1``.
+    """:func:`run_evaluation` + :func:`write_outputs`, overlapped with the figure drawing.
 
-    With several workers (Linux), the COCO evaluation is split by category over processes
-    and the figures are drawn by a process forked at the start (it imports matplotlib while
-    the files are read). Results are identical to the sequential path.
+    On Linux the figures are drawn by a process forked at the start (it imports matplotlib
+    while the files are read, and draws while the matching runs), and with ``workers > 1``
+    the COCO evaluation is split by category over that many processes. Results are
+    identical to the sequential path. Call it from a plain process (a tool), not from a
+    training loop with threads running.
     """
     plotter = None
-    if out_dir is not None and plots and workers > 1:
+    if out_dir is not None and plots:
         from detlab.evaluation.plots import BackgroundPlotter
 
         plotter = BackgroundPlotter()
