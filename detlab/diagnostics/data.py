@@ -253,8 +253,14 @@ def check_transforms(cfg: Any, report: Report, loaded: dict, num: int = 4) -> li
         if mapper is None:
             continue
         outs = []
+        dicts = loaded[name]
+        if split == "train":  # the overfit batch needs objects to fit
+            with_boxes = [
+                d for d in dicts if any(not a.get("iscrowd", 0) for a in d.get("annotations", []))
+            ]
+            dicts = with_boxes or dicts
         before = len(report.checks)
-        for i, d in enumerate(loaded[name][:num]):
+        for i, d in enumerate(dicts[:num]):
             out = report.run(s, f"{split} mapper", lambda d=d, i=i, m=mapper: m(
                 d, np.random.default_rng([0, i])))  # fmt: skip
             if len(report.checks) > before:
