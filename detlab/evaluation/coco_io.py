@@ -20,6 +20,7 @@ import numpy as np
 from detlab.utils.errors import UserError
 
 __all__ = [
+    "ensure_output_dir",
     "gt_from_dataset_dicts",
     "internal_ids",
     "load_gt",
@@ -33,6 +34,20 @@ try:  # orjson parses large result files about 1.5x faster; the stdlib parser is
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - depends on the environment
     _loads = json.loads
+
+
+def ensure_output_dir(path: str | os.PathLike) -> str:
+    """Create the output folder ``path`` (and parents) or raise a one-sentence UserError."""
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"Cannot create the output folder {path}: {err.strerror or err}; choose another one."
+        ) from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"The output folder {path} is not writable; choose another one.")
+    return path
 
 
 def load_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:

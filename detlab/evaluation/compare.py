@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from detlab.evaluation.coco_io import load_json_file
+from detlab.evaluation.coco_io import ensure_output_dir, load_json_file
 from detlab.evaluation.leaderboard import leaderboard_rows, metric_columns, to_markdown, write_csv
 from detlab.utils.errors import UserError
 
@@ -139,6 +139,8 @@ def compare_runs(
 
     Writes ``leaderboard.md`` and ``leaderboard.csv`` into ``out_dir`` when given.
     """
+    if out_dir:
+        ensure_output_dir(out_dir)
     entries = [load_run(item) for item in items]
     if baselines_file:
         entries.extend(load_baselines(baselines_file))
@@ -163,7 +165,6 @@ def compare_runs(
     columns.append("status")
     md = to_markdown(rows, columns)
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "leaderboard.md"), "w", encoding="utf-8") as f:
             f.write(md)
         write_csv(rows, [*columns, "source"], os.path.join(out_dir, "leaderboard.csv"))

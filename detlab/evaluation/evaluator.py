@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
-from detlab.evaluation.coco_io import gt_from_dataset_dicts, load_gt
+from detlab.evaluation.coco_io import ensure_output_dir, gt_from_dataset_dicts, load_gt
 from detlab.evaluation.report import EvaluationReport, run_evaluation, write_outputs
 
 __all__ = ["COCOEvaluator", "DatasetEvaluator", "build_evaluator", "inference_on_dataset"]
@@ -197,7 +197,7 @@ class COCOEvaluator(DatasetEvaluator):
             return {}
         gt = self._load_gt()
         if self.output_dir:
-            os.makedirs(self.output_dir, exist_ok=True)
+            ensure_output_dir(self.output_dir)
             path = os.path.join(self.output_dir, "coco_instances_results.json")
             with open(path, "w", encoding="utf-8") as f:
                 json.dump(predictions, f)

@@ -16,9 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from detlab.evaluation.coco_io import ensure_output_dir
 from detlab.evaluation.coco_metrics import CocoMetrics, bucket_suffixes, evaluate_coco
 from detlab.evaluation.leaderboard import to_markdown
 from detlab.evaluation.matching import MatchResult, match_detections
+from detlab.utils.errors import UserError
 
 __all__ = ["EvaluationReport", "evaluate_to_dir", "run_evaluation", "write_outputs"]
 
@@ -203,8 +205,14 @@ def write_outputs(
     report: EvaluationReport, out_dir: str | os.PathLike, plots: bool = True
 ) -> list[str]:
     """Write the report's files into ``out_dir`` (created); returns the written paths."""
-    out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = ensure_output_dir(out_dir)
+    try:
+        return _write_outputs(report, out_dir, plots)
+    except OSError as err:
+        raise UserError(f"Cannot write the report into {out_dir}: {err}.") from None
+
+
+def _write_outputs(report: EvaluationReport, out_dir: str, plots: bool) -> list[str]:
     written = []
 
     def path(name: str) -> str:
@@ -260,6 +268,8 @@ def evaluate_to_dir(
     training loop with threads running.
     """
     plotter = None
+    if out_dir is not None:
+        out_dir = ensure_output_dir(out_dir)
     if out_dir is not None and plots:
         from detlab.evaluation.plots import BackgroundPlotter
 
@@ -275,7 +285,6 @@ def evaluate_to_dir(
             det_arrays=None,
         )
         if plotter is not None:
-            os.makedirs(out_dir, exist_ok=True)
             early = EvaluationReport(light, None, worst_k)  # type: ignore[arg-type]
             for name in ("pr_curves.png", "size_ap.png"):
                 plotter.draw(name, early, os.path.join(out_dir, name))

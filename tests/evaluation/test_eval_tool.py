@@ -129,6 +129,11 @@ def test_other_bad_invocations(files, tmp_path, capsys):
     assert "go together" in _err(capsys, ["--gt", gt_path])
     assert "Area range" in _err(capsys, ["--gt", gt_path, "--pred", pred_path,
                                          "--area-ranges", "tiny:0"])  # fmt: skip
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    err = _err(capsys, ["--gt", gt_path, "--pred", pred_path, "--out", str(blocker / "sub")])
+    assert "output folder" in err
+    assert "output folder" in _err(capsys, ["--compare", gt_path, "--out", str(blocker / "s")])
     (tmp_path / "list.json").write_text("[1, 2]")
     assert "COCO object" in _err(capsys, ["--gt", str(tmp_path / "list.json"), "--pred", pred_path])
 
