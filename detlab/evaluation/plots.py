@@ -85,7 +85,10 @@ def plot_size_ap(report: EvaluationReport, path: str | os.PathLike) -> None:
         for dx, v in ((-0.2, a), (0.2, r)):
             ax.text(xi + dx, 0 if np.isnan(v) else v, "n/a" if np.isnan(v) else f"{v:.1f}",
                     ha="center", va="bottom", fontsize=8)  # fmt: skip
-    ax.set_xticks(x, [f"{b}\n{lo:g}-{hi:g}" for b, (lo, hi) in m.area_ranges.items()], fontsize=8)
+    labels = [
+        f"{b}\n{lo:g}-{'inf' if hi >= 1e10 else f'{hi:g}'}" for b, (lo, hi) in m.area_ranges.items()
+    ]
+    ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("%")
     ax.set_title("AP / AR by object size (px²)")
     ax.legend()

@@ -90,7 +90,7 @@ class EvaluationReport:
         return (
             f"COCO box evaluation ({m.backend}): {len(m.gt['images'])} images, "
             f"{len(m.cat_ids)} classes, {len(m.predictions)} detections; size buckets "
-            + ", ".join(f"{n} [{lo:g}, {hi:g}) px²" for n, (lo, hi) in m.area_ranges.items())
+            + ", ".join(f"{n} {_area(lo)}-{_area(hi)} px²" for n, (lo, hi) in m.area_ranges.items())
         )
 
     def _prf_note(self) -> str:
@@ -150,6 +150,10 @@ class EvaluationReport:
                 to_markdown(cm_rows, ["gt \\ predicted", *names]),
             ]
         )
+
+
+def _area(value: float) -> str:
+    return "inf" if value >= 1e10 else f"{value:g}"
 
 
 def _fmt(value: Any) -> str:
