@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-import threading
 from pathlib import Path
 
 import cv2
@@ -62,22 +62,24 @@ def test_files_are_16bit_single_channel_and_boxes_fit(tmp_path):
     assert os.path.getmtime(path) == before
 
 
-def test_concurrent_generation_is_safe(tmp_path):
+def _generate(out: str, queue) -> None:
     spec = SyntheticSARSpec(num_images=8, height=64, width=64, seed=2)
-    results, errors = [], []
+    try:
+        queue.put(generate_synthetic_sar(out, spec))
+    except Exception as err:  # pragma: no cover - reported by the parent
+        queue.put(repr(err))
 
-    def run():
-        try:
-            results.append(generate_synthetic_sar(str(tmp_path / "race"), spec))
-        except Exception as err:  # pragma: no cover - reported below
-            errors.append(err)
 
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(set(results)) == 1
+def test_concurrent_generation_is_safe(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_generate, args=(str(tmp_path / "race"), queue)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert len(set(results)) == 1 and results[0].endswith("annotations.json"), results
     assert len(json.loads(Path(results[0]).read_text())["images"]) == 8
     assert sorted(os.listdir(tmp_path)) == ["race"]  # no temporary folders left behind
 
