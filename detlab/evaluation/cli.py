@@ -128,11 +128,21 @@ def load_model_weights(model: Any, path: str) -> None:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types
-        raise UserError(f"MODEL.WEIGHTS file {path} is not a readable checkpoint: {err}") from None
+        raise UserError(
+            f"MODEL.WEIGHTS file {path} is not a readable checkpoint ({type(err).__name__}); it "
+            "is truncated or not a PyTorch state dict."
+        ) from None
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict):
         raise UserError(f"MODEL.WEIGHTS file {path} holds no state dict of model weights.")
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        first = str(err).split("\n\t")[1] if "\n\t" in str(err) else str(err)
+        raise UserError(
+            f"MODEL.WEIGHTS file {path} does not fit this model ({first.strip().rstrip('.')}); "
+            "check MODEL.* matches the training config."
+        ) from None
     missing = list(getattr(result, "missing_keys", []))
     if missing:
         raise UserError(

@@ -152,3 +152,29 @@ OUTPUT_DIR: {tmp_path / "run"}
     # a missing checkpoint is one sentence
     assert main(["--config-file", str(cfg_path), "MODEL.WEIGHTS", str(tmp_path / "no.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_weights_files_are_one_sentence(tmp_path):
+    from detlab.evaluation.cli import load_model_weights
+    from detlab.utils.errors import UserError
+
+    model = torch.nn.Linear(3, 2)
+    cases = {
+        "shape.pth": {"model": torch.nn.Linear(4, 2).state_dict()},
+        "missing.pth": {"model": {"weight": torch.zeros(2, 3)}},
+    }
+    for name, content in cases.items():
+        torch.save(content, tmp_path / name)
+    (tmp_path / "garbage.pth").write_text("not a checkpoint")
+    expected = {
+        "shape.pth": "size mismatch",
+        "missing.pth": r"missing \(e.g. bias\)",
+        "garbage.pth": "not a readable checkpoint",
+        "none.pth": "does not exist",
+    }
+    for name, text in expected.items():
+        with pytest.raises(UserError, match=text) as info:
+            load_model_weights(model, str(tmp_path / name))
+        assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="MODEL.WEIGHTS is empty"):
+        load_model_weights(model, "")
