@@ -178,8 +178,8 @@ class LocalLauncher(Launcher):
     ) -> Handle | None:
         """Follow a trial process an earlier sweep started and left running when it died.
 
-        The process must still exist, lead its own process group and run this trial's script
-        with this trial's ``OUTPUT_DIR`` (read from ``/proc``); otherwise None.
+        The process must still exist, lead its own process group and have this trial's config
+        file and ``OUTPUT_DIR`` on its command line (read from ``/proc``); otherwise None.
         """
         pid = info.get("pid")
         if not isinstance(pid, int) or "OUTPUT_DIR" not in cmd:
@@ -192,7 +192,8 @@ class LocalLauncher(Launcher):
                 return None
         except OSError:
             return None
-        if output_dir not in args or len(cmd) < 2 or cmd[1] not in args:
+        config = list(cmd)[list(cmd).index("--config-file") + 1] if "--config-file" in cmd else ""
+        if output_dir not in args or config not in args:
             return None
         gpu = info.get("gpu")
         gpu = gpu if gpu in self._load else None

@@ -103,6 +103,9 @@ def plan_sweep(spec: SweepSpec, validate: bool = True, num_gpus: int = 1) -> lis
     trials = expand_trials(spec)
     script = resolve_train_script(spec)
     python = spec.python or sys.executable
+    # A Python script runs under `python`; any other executable (a wrapper script) runs as is.
+    direct = not script.endswith(".py") and os.access(script, os.X_OK)
+    runner = [script] if direct else [python, script]
     planned = []
     for trial in trials:
         out_dir = os.path.join(spec.output_root, trial.name)
@@ -110,7 +113,7 @@ def plan_sweep(spec: SweepSpec, validate: bool = True, num_gpus: int = 1) -> lis
         if validate:
             check(opts, f"trial {trial.name}")
         launch = ["--num-gpus", str(num_gpus)] if num_gpus > 1 else []
-        cmd = [python, script, *launch, "--config-file", spec.base_config, *opts]
+        cmd = [*runner, *launch, "--config-file", spec.base_config, *opts]
         planned.append(PlannedTrial(trial, out_dir, os.path.join(out_dir, LOG_NAME), cmd))
     return planned
 

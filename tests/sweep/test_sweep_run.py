@@ -13,6 +13,8 @@ import pytest
 from detlab.sweep import LocalLauncher, load_spec, run_sweep
 from detlab.sweep.cli import main
 
+FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_train_net.py")
+
 
 def _expected(lr: float, clip: float) -> dict:
     return {"AP": 100 * lr + clip, "APs": 10 * clip - 1000 * lr}
@@ -272,3 +274,14 @@ def test_command_line_overrides_join_the_fixed_ones(make_spec, capsys):
     assert main([str(spec_path), "SOLVER.MAX_ITER", "4"]) == 0
     rows = _csv(make_spec.root)
     assert {r["best_iteration"] for r in rows} == {"2"}  # the stand-in reports MAX_ITER // 2
+
+
+def test_executable_train_script_runs_directly(make_spec, tmp_path):
+    wrapper = tmp_path / "train.sh"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
+    wrapper.chmod(0o755)
+    spec = load_spec(make_spec(train_script=str(wrapper)))
+    from detlab.sweep import plan_sweep
+
+    assert plan_sweep(spec)[0].cmd[0] == str(wrapper)
+    assert run_sweep(spec, LocalLauncher(parallel=2), out=lambda s: None).counts == {"finished": 4}
