@@ -165,7 +165,8 @@ class LocalLauncher(Launcher):
         rc = handle.obj.poll()
         if rc is None:
             return None
-        stop_process_group(handle.obj, grace_s=0)  # workers the trainer left behind
+        if not isinstance(handle.obj, _Orphan):  # (an orphan's pid may be reused by now)
+            stop_process_group(handle.obj, grace_s=0)  # workers the trainer left behind
         self._release(handle)
         if isinstance(handle.obj, _Orphan):  # not our child: its exit status is unknown
             done = os.path.isfile(os.path.join(handle.obj.output_dir, "final_metrics.json"))
