@@ -1,12 +1,14 @@
 """``python -m detlab.sweep SPEC [options]``: run a sweep from the command line.
 
 Exit status: 0 when every trial finished, 1 when some failed, 2 on a user error (one line on
-stderr), 128 + signal number when stopped by SIGINT/SIGTERM.
+stderr), 128 + signal number when stopped by SIGINT/SIGTERM (trials stopped) or SIGHUP (trials
+left running, to be followed by the next run).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -131,7 +133,10 @@ def _sweep(args) -> int:
             spec, launcher, planned, retry_failed=args.retry_failed, out=_print, grace_s=args.grace
         )
     except SweepInterrupted as stop:
-        _print(f"Sweep stopped; state saved in {spec.output_root}. Run the same command to go on.")
+        if stop.signum == signal.SIGHUP:
+            _print("Trials keep running; run the same command to follow them to the end.")
+        else:
+            _print(f"Sweep stopped; state in {spec.output_root}. Run the same command to go on.")
         return 128 + stop.signum
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
     _print(f"Leaderboard: {os.path.join(spec.output_root, 'leaderboard.md')} ({counts})")
@@ -147,7 +152,7 @@ def _print(text: str) -> None:
     """Print a progress line; a closed pipe (``| head``) must not stop a running sweep."""
     try:
         print(text, flush=True)
-    except BrokenPipeError:
+    except OSError:  # EPIPE, or EIO once the terminal has gone
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
 

@@ -5,7 +5,8 @@ launcher, at most ``launcher.capacity`` at a time. A trial that fails is recorde
 of its log and the others go on; a finished trial is skipped when the sweep runs again
 (``retry_failed`` re-runs failed ones; interrupted ones always re-run, with ``--resume`` when
 they left a checkpoint). SIGINT/SIGTERM stop the running trials (their process groups or jobs)
-and leave a consistent state file.
+and leave a consistent state file; SIGHUP (the terminal went away) leaves them running, and
+the next run follows them.
 """
 
 from __future__ import annotations
@@ -155,16 +156,16 @@ def run_sweep(
                         write_leaderboard(spec, trials, state, root)
                     if running or queue:
                         time.sleep(poll_interval or launcher.poll_interval)
-            except BaseException as err:
-                if running:
-                    why = "stopping" if isinstance(err, SweepInterrupted) else "error; stopping"
-                    out(f"Sweep {why} {len(running)} running trial(s)...")
-                    launcher.stop([h for h, _, _ in running.values()], grace_s=grace_s)
-                    for name, (handle, _p, resume) in running.items():
-                        wall = _wall(state.trials[name], handle, resume)
-                        state.trials[name].update(status="interrupted", wall_time=wall)
+            except SweepInterrupted as err:
+                if err.signum == signal.SIGHUP and running:  # terminal gone: detach, not stop
+                    out(f"Sweep detached; {len(running)} trial(s) keep running.")
                     state.save()
                     write_leaderboard(spec, trials, state, root)
+                    raise
+                _stop_all(err, running, launcher, state, spec, trials, root, out, grace_s)
+                raise
+            except BaseException as err:
+                _stop_all(err, running, launcher, state, spec, trials, root, out, grace_s)
                 raise
             finally:
                 launcher.close()
@@ -182,6 +183,30 @@ def run_sweep(
         outcome.best_dir = out_dir
         outcome.best_config = resolved if os.path.isfile(resolved) else None
     return outcome
+
+
+def _stop_all(
+    err: BaseException,
+    running: dict,
+    launcher: Launcher,
+    state: SweepState,
+    spec: SweepSpec,
+    trials: list,
+    root: str,
+    out: Callable[[str], None],
+    grace_s: float,
+) -> None:
+    """Stop every running trial and record it as interrupted."""
+    if not running:
+        return
+    why = "stopping" if isinstance(err, SweepInterrupted) else "error; stopping"
+    out(f"Sweep {why} {len(running)} running trial(s)...")
+    launcher.stop([h for h, _, _ in running.values()], grace_s=grace_s)
+    for name, (handle, _p, resume) in running.items():
+        wall = _wall(state.trials[name], handle, resume)
+        state.trials[name].update(status="interrupted", wall_time=wall)
+    state.save()
+    write_leaderboard(spec, trials, state, root)
 
 
 def _wall(record: dict, handle: Handle, resume: bool) -> float:

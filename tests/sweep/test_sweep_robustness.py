@@ -175,8 +175,10 @@ def test_rerun_follows_a_job_an_earlier_sweep_submitted(make_spec):
     assert state.trials[planned.trial.name]["wall_time"] >= 5
 
 
-def test_rerun_after_the_sweep_was_killed_follows_its_orphaned_trials(make_spec):
-    """SIGKILL leaves local trials running; the next run follows them instead of duplicating."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP])
+def test_rerun_after_the_sweep_was_killed_follows_its_orphaned_trials(make_spec, sig):
+    """SIGKILL (or SIGHUP: detach) leaves local trials running; the next run follows them
+    instead of starting duplicates."""
     spec_path = make_spec()
     env = dict(os.environ, FAKE_TRAIN_SLEEP="3")
     proc = subprocess.Popen(
@@ -190,8 +192,8 @@ def test_rerun_after_the_sweep_was_killed_follows_its_orphaned_trials(make_spec)
         while len(make_spec.read_calls()) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(make_spec.read_calls()) == 2
-        proc.kill()
-        proc.wait(timeout=10)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == (-sig if sig == signal.SIGKILL else 128 + sig)
         orphans = make_spec.read_calls()
         assert all(_alive(c["pid"]) for c in orphans)
 
