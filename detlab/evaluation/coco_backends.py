@@ -64,18 +64,31 @@ def run_backend(
         from pycocotools.cocoeval import COCOeval
     else:
         raise UserError(f"TEST.COCO_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}.")
+    # faster-coco-eval reads the record lists directly (integer ids, as renumbered by
+    # evaluate_coco); otherwise both backends index the records as usual.
+    fast = (
+        backend == "faster_coco_eval"
+        and det_arrays is not None
+        and all(isinstance(c["id"], int) for c in gt["categories"])
+        and all(isinstance(img["id"], int) for img in gt["images"])
+    )
     with contextlib.redirect_stdout(sink), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         coco_gt = COCO()
         coco_gt.dataset = gt
-        coco_gt.createIndex()
         coco_dt = COCO()
         coco_dt.dataset = {
             "images": gt["images"],
             "categories": gt["categories"],
             "annotations": preds,
         }
-        coco_dt.createIndex()
+        if fast:  # the evaluator below reads the records directly: no per-record index needed
+            for coco in (coco_gt, coco_dt):
+                coco.imgs = {img["id"]: img for img in gt["images"]}
+                coco.cats = {cat["id"]: cat for cat in gt["categories"]}
+        else:
+            coco_gt.createIndex()
+            coco_dt.createIndex()
         if backend == "faster_coco_eval":
             ev = COCOeval(coco_gt, coco_dt, "bbox", print_function=lambda *a, **k: None)
         else:
@@ -85,7 +98,8 @@ def run_backend(
         ev.params.maxDets = list(MAX_DETS)
         if cat_ids is not None:
             ev.params.catIds = sorted(cat_ids)
-        if backend == "faster_coco_eval" and det_arrays is not None:
+        if fast:
+            ev.records = (gt["annotations"], preds)
             ev.iou_cache = _iou_cache(gt, det_arrays, ev.params.catIds)
         ev.evaluate()
         ev.accumulate()
@@ -95,11 +109,42 @@ def run_backend(
 
 
 def _faster_eval_class() -> type:
-    """faster-coco-eval's evaluator, taking IoUs from ``iou_cache`` when one is set."""
+    """faster-coco-eval's evaluator, fed from record lists and an IoU cache when set.
+
+    ``records = (gt_annotations, detections)`` replaces the index look-ups of ``_prepare``
+    (the same records reach the C++ datasets in the same order: dataset order within each
+    image and category); ``iou_cache`` replaces the per-(image, category) ``computeIoU``.
+    """
+    from faster_coco_eval.core import mask as mask_utils
     from faster_coco_eval.core.faster_eval_api import COCOeval_faster
 
     class _CachedIoUEval(COCOeval_faster):
         iou_cache: dict | None = None
+        records: tuple[list[dict], list[dict]] | None = None
+
+        def _prepare(self) -> None:
+            if self.records is None or self.lvis_style or not self.params.useCats:
+                return super()._prepare()
+            p = self.params
+            self.gt_dataset.clean()
+            self.dt_dataset.clean()
+            cats = {int(c) for c in p.catIds}
+            gts = [g for g in self.records[0] if g["category_id"] in cats]
+            dts = [d for d in self.records[1] if d["category_id"] in cats]
+            for anns in (gts, dts):
+                mask_utils.calculateRleForAllAnnotations(
+                    anns, {}, p.compute_rle, p.compute_boundary,
+                    self.boundary_dilation_ratio, self.boundary_cpu_count,
+                )  # fmt: skip
+            gt_pairs, dt_pairs = set(), set()
+            for gt in gts:
+                gt["ignore"] = int(gt.get("iscrowd", 0))
+                self.gt_dataset.append_ref(gt["image_id"], gt["category_id"], gt)
+                gt_pairs.add((gt["image_id"], gt["category_id"]))
+            for dt in dts:
+                self.dt_dataset.append_ref(dt["image_id"], dt["category_id"], dt)
+                dt_pairs.add((dt["image_id"], dt["category_id"]))
+            self._nonempty_iou_pairs = gt_pairs & dt_pairs
 
         def computeIoU(self, imgId: int, catId: int):  # noqa: N802, N803 (COCO's names)
             if self.iou_cache is None:
