@@ -313,12 +313,20 @@ def _coerce(key: str, old: Any, new: Any, where: str) -> Any:
             return float(new)
     elif isinstance(old, (list, tuple)):
         if isinstance(new, (list, tuple)):
-            return type(old)(new)
+            return _coerce_sequence(old, new)
         if isinstance(new, (str, int, float)) and not isinstance(new, bool):
             return type(old)([new])  # `DATASETS.TRAIN my_set` means ("my_set",)
     elif isinstance(old, str) and isinstance(new, (int, float)) and not isinstance(new, bool):
         return str(new)  # e.g. a run name given as 123
     raise ConfigError(f"{key}{where} expects {_type_name(old)}, got {new!r}.")
+
+
+def _coerce_sequence(old: list | tuple, new: list | tuple) -> list | tuple:
+    """``new`` in ``old``'s sequence type; nested sequences follow ``old``'s first element."""
+    template = old[0] if len(old) else None
+    if isinstance(template, (list, tuple)):
+        new = [_coerce_sequence(template, e) if isinstance(e, (list, tuple)) else e for e in new]
+    return type(old)(new)
 
 
 def _to_plain(value: Any) -> Any:

@@ -185,3 +185,9 @@ def test_frozen_config_refuses_merge():
     cfg = load_config(None)
     with pytest.raises(ConfigError, match="frozen"):
         cfg.merge_from_list(["SEED", "3"])
+
+
+def test_nested_sequences_keep_the_default_types():
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0], [2.0]]"])
+    assert cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS == ((0.5, 1.0), (2.0,))
