@@ -14,9 +14,10 @@ import os
 import sys
 
 CONFIG = "configs/quickstart/sar_ships_cpu.yaml"
-# Regression floor on bbox AP50 (percent). The recipe's target is 85; the floor leaves room
-# for run-to-run and machine-to-machine variation and is raised as the recipe improves.
-FLOOR_AP50 = 75.0
+# Regression floor on bbox AP50 (percent): the recipe's 85 target. Measured: 95.4 on
+# 2026-11-22 (2-core shared VM); the margin absorbs machine-to-machine float differences.
+# Raise it as the recipe improves.
+FLOOR_AP50 = 85.0
 
 
 def main(argv: list[str]) -> int:

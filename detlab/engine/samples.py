@@ -37,35 +37,42 @@ def draw_detections(
 @torch.no_grad()
 def log_sample_images(trainer: Any, storage: Any) -> None:
     """Put the first ``LOGGING.NUM_SAMPLE_IMAGES`` images of the first test set in ``storage``."""
+    model = unwrap_model(trainer.model)
+    was_training = model.training
+    try:
+        model.eval()
+        _draw_samples(trainer, model, storage)
+    except Exception as err:  # noqa: BLE001 - pictures are a convenience, never fatal
+        logger.warning(f"Could not draw sample images for TensorBoard: {err}")
+    finally:
+        model.train(was_training)
+
+
+def _draw_samples(trainer: Any, model: Any, storage: Any) -> None:
     cfg = trainer.cfg
     n = int(cfg.LOGGING.NUM_SAMPLE_IMAGES)
     name = cfg.DATASETS.TEST[0]
-    try:
-        loader = trainer.build_test_loader(cfg, name)
-        gt_by_id = _ground_truth(name)
-        model = unwrap_model(trainer.model)
-        was_training = model.training
-        model.eval()
-        shown = 0
-        for batch in loader:
-            outputs = model(batch)
-            for inp, out in zip(batch, outputs, strict=False):
-                img = inp["image"]
-                sy, sx = img.shape[-2] / inp["height"], img.shape[-1] / inp["width"]
-                scale = torch.tensor([sx, sy, sx, sy])
-                inst = out["instances"]
-                keep = inst.scores >= cfg.LOGGING.SAMPLE_SCORE_THRESH
-                pred = inst.boxes[keep].cpu() * scale
-                gt = gt_by_id.get(inp["image_id"], torch.zeros(0, 4)) * scale
-                storage.put_image(f"val/{name}/{shown}", draw_detections(img, gt, pred))
-                shown += 1
-                if shown >= n:
-                    break
+    gt_by_id: dict[Any, torch.Tensor] | None = None
+    shown = 0
+    for batch in trainer.build_test_loader(cfg, name):
+        if gt_by_id is None and not all("instances" in d for d in batch):
+            gt_by_id = _ground_truth(name)
+        outputs = model(batch)
+        for inp, out in zip(batch, outputs, strict=False):
+            img = inp["image"]
+            sy, sx = img.shape[-2] / inp["height"], img.shape[-1] / inp["width"]
+            scale = torch.tensor([sx, sy, sx, sy])
+            inst = out["instances"]
+            keep = inst.scores >= cfg.LOGGING.SAMPLE_SCORE_THRESH
+            pred = inst.boxes[keep].detach().cpu().float() * scale
+            if "instances" in inp and inp["instances"].has("boxes"):
+                gt = inp["instances"].boxes.detach().cpu().float()  # already in image pixels
+            else:
+                gt = (gt_by_id or {}).get(inp["image_id"], torch.zeros(0, 4)) * scale
+            storage.put_image(f"val/{name}/{shown}", draw_detections(img, gt, pred))
+            shown += 1
             if shown >= n:
-                break
-        model.train(was_training)
-    except Exception as err:  # noqa: BLE001 - pictures are a convenience, never fatal
-        logger.warning(f"Could not draw sample images for TensorBoard: {err}")
+                return
 
 
 def _ground_truth(name: str) -> dict[Any, torch.Tensor]:

@@ -69,3 +69,30 @@ def test_train_net_user_errors_are_one_line(tmp_path):
     res = _tool("tools/train_net.py", "--config-file", cfg, "SOLVER.MAX_ITERR", "3")
     assert res.returncode == 2 and "did you mean SOLVER.MAX_ITER?" in res.stderr
     assert res.stderr.count("\n") == 1
+
+
+def test_eval_only_writes_final_metrics(run_toy, tmp_path):
+    import _toy
+
+    run_toy(tmp_path / "src", **{"SOLVER.MAX_ITER": 10})
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text(_toy.toy_cfg(tmp_path / "x").dump())
+    weights = str(tmp_path / "src" / "model_final.pth")
+    out = tmp_path / "ev"
+    script = os.path.join("tests", "engine", "_toy_train.py")
+    res = _tool(
+        script,
+        "--config-file",
+        str(cfg),
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        weights,
+        "OUTPUT_DIR",
+        str(out),
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    ev = json.loads((out / "final_metrics.json").read_text())
+    src = json.loads((tmp_path / "src" / "final_metrics.json").read_text())
+    assert ev["bbox"] == src["bbox"]  # same weights, same evaluation
+    res = _tool(script, "--config-file", str(cfg), "--eval-only", "OUTPUT_DIR", str(out))
+    assert res.returncode == 2 and "MODEL.WEIGHTS" in res.stderr

@@ -24,6 +24,11 @@ def test_tensorboard_events_are_readable(run_toy, tmp_path):
     assert text_tags
     text = acc.Tensors(text_tags[0])[0].tensor_proto.string_val[0].decode()
     assert "BASE_LR" in text and "ToyDetector" in text
+    # validation images with ground truth and predictions, at the evaluation
+    images = [t for t in tags["images"] if t.startswith("val/")]
+    assert len(images) == 4
+    img = acc.Images(images[0])[0]
+    assert img.step == 9 and (img.width, img.height) == (32, 32)
 
 
 def test_metrics_jsonl_one_object_per_line(run_toy, tmp_path):
