@@ -36,19 +36,19 @@ def test_short_quickstart_learns(tmp_path):
     _, final = _train(
         out,
         **{
-            "SOLVER.MAX_ITER": 120,
-            "SOLVER.STEPS": "(100,)",
-            "SOLVER.WARMUP_ITERS": 30,
+            "SOLVER.MAX_ITER": 80,
+            "SOLVER.STEPS": "(70,)",
+            "SOLVER.WARMUP_ITERS": 20,
             "SOLVER.CHECKPOINT_PERIOD": 0,
             "TEST.EVAL_PERIOD": 0,
         },
     )
     losses = [v for _, v in _losses(out)]
-    assert len(losses) == 120
+    assert len(losses) == 80
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
     assert final["bbox"]["AP50"] > 10.0  # an untrained detector scores about 1
     assert "APs" in final["bbox"]
-    assert json.loads((out / "final_metrics.json").read_text())["iteration"] == 119
+    assert json.loads((out / "final_metrics.json").read_text())["iteration"] == 79
 
 
 @pytest.mark.slow
