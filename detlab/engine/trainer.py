@@ -250,8 +250,11 @@ class Trainer(TrainStepMixin):
         comm.synchronize()
 
     def load_weights(self, path: str) -> None:
-        """Initialise the model from ``path`` (a detlab checkpoint or a bare state dict)."""
-        self.checkpointer.load(path, model_only=True)
+        """Initialise the model from ``path``: a detlab checkpoint, a bare state dict or a
+        torchvision backbone/detector state dict (see :func:`detlab.modeling.load_weights`)."""
+        from detlab.modeling import load_weights
+
+        load_weights(unwrap_model(self.model), path)
         if self.ema is not None:
             self.ema.module.load_state_dict(unwrap_model(self.model).state_dict())
         logger.info(f"Loaded weights from {path}")

@@ -52,6 +52,15 @@ def test_two_process_ddp_matches_one_process(toy, tmp_path):
     assert sorted(la) == sorted(lb) == list(range(6))
     for it in la:
         assert la[it] == pytest.approx(lb[it], rel=1e-4)
+    # the same job started by torchrun (environment initialisation, no spawning)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += [SCRIPT, "--config-file", cfg, "OUTPUT_DIR", str(tmp_path / "trun")]
+    trun = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert trun.returncode == 0, trun.stderr[-2000:]
+    c = load_checkpoint_file(str(tmp_path / "trun" / "model_final.pth"))["model"]
+    for k in a:
+        torch.testing.assert_close(b[k], c[k])
     fa = json.loads((tmp_path / "one" / "final_metrics.json").read_text())
     fb = json.loads((tmp_path / "two" / "final_metrics.json").read_text())
     assert fa["bbox"]["AP"] == pytest.approx(fb["bbox"]["AP"], rel=1e-3)
