@@ -11,7 +11,8 @@ the models interleaved step by step so machine load hits them alike:
 * ``detlab convs`` — the same detlab network's convolutions (and FC layers) alone: backbone,
   neck, head towers and predictors, forward + backward + SGD step on a precomputed normalised
   batch, without target assignment, sampling, RoIAlign, losses or post-processing;
-* ``torchvision backbone+FPN`` — torchvision's backbone and FPN alone (reference ratio).
+* ``torchvision backbone+FPN`` — torchvision's backbone and FPN alone (reference ratio);
+* ``detlab channels_last`` — the detlab model with ``MODEL.CHANNELS_LAST True``.
 
 ``--light`` instead times light FCOS configurations for CPU training from scratch
 (batch 8, 256×256, one channel).
@@ -157,7 +158,8 @@ def step_detlab_convs(model, inputs, arch) -> Callable[[], None]:
         roi = model.roi_heads
         n_rois = roi.batch_size_per_image * len(inputs)
         c = model.neck.out_channels
-        pooled = torch.randn(n_rois, c, 7, 7)
+        # Pooled RoI features stand in for RoIAlign; they take a gradient as in the full step.
+        pooled = torch.randn(n_rois, c, 7, 7, requires_grad=True)
 
         def forward():
             feats = model.neck(model.backbone(images))
@@ -194,14 +196,21 @@ def step_tv_backbone(model, inputs) -> Callable[[], None]:
 
 
 def time_interleaved(steps: dict[str, Callable[[], None]], warmup: int, iters: int):
-    times: dict[str, list[float]] = {k: [] for k in steps}
+    """Wall and process-CPU seconds per step, the steps interleaved round by round.
+
+    On a shared machine the CPU time (``time.process_time``) is the steadier figure: it
+    excludes time the process waited for a core. Single-threaded it is the compute cost.
+    """
+    wall: dict[str, list[float]] = {k: [] for k in steps}
+    cpu: dict[str, list[float]] = {k: [] for k in steps}
     for i in range(warmup + iters):
         for name, fn in steps.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             if i >= warmup:
-                times[name].append(time.perf_counter() - t)
-    return times
+                wall[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c)
+    return wall, cpu
 
 
 def light_configs():
@@ -222,6 +231,13 @@ def light_configs():
             "MODEL.RESNETS.WIDTH_MULT": 0.25,
             "MODEL.FPN.OUT_CHANNELS": 32,
             "MODEL.FCOS.NUM_CONVS": 1,
+        },
+        "same, channels_last": {
+            "MODEL.BACKBONE.NAME": "tiny_resnet",
+            "MODEL.RESNETS.WIDTH_MULT": 0.25,
+            "MODEL.FPN.OUT_CHANNELS": 32,
+            "MODEL.FCOS.NUM_CONVS": 1,
+            "MODEL.CHANNELS_LAST": True,
         },
         "tiny_resnet x0.25, FPN 64, 2 convs": {
             "MODEL.BACKBONE.NAME": "tiny_resnet",
@@ -284,11 +300,20 @@ def main() -> None:
         for name, cfg in light_configs().items():
             torch.manual_seed(0)
             steps[name] = step_detlab(build_model(cfg).train(), inputs)
-        times = time_interleaved(steps, args.warmup, args.iters)
-        print(f"\nLight FCOS, batch {batch}, {size}x{size}, 1 channel: median s/iter")
-        for name, ts in times.items():
-            print(f"  {name:<40} {statistics.median(ts):.3f}  (min {min(ts):.3f})")
-            results[name] = {"median_s": statistics.median(ts), "min_s": min(ts)}
+        wall, cpu = time_interleaved(steps, args.warmup, args.iters)
+        print(f"\nLight FCOS, batch {batch}, {size}x{size}, 1 channel: s/iter")
+        print(f"  {'config':<40} {'wall med':>9} {'wall min':>9} {'cpu med':>9}")
+        for name in steps:
+            r = {
+                "wall_median_s": statistics.median(wall[name]),
+                "wall_min_s": min(wall[name]),
+                "cpu_median_s": statistics.median(cpu[name]),
+            }
+            results[name] = r
+            print(
+                f"  {name:<40} {r['wall_median_s']:>9.3f} {r['wall_min_s']:>9.3f} "
+                f"{r['cpu_median_s']:>9.3f}"
+            )
     else:
         for arch in args.arch:
             inputs = make_inputs(args.batch, args.size, 3, boxes_per_image=8)
@@ -296,28 +321,44 @@ def main() -> None:
             ours = build_model(detlab_cfg(arch)).train()
             torch.manual_seed(0)
             theirs = torchvision_model(arch, args.size).train()
+            cfg_cl = detlab_cfg(arch)
+            cfg_cl.MODEL.CHANNELS_LAST = True
+            torch.manual_seed(0)
+            ours_cl = build_model(cfg_cl).train()
             steps = {
                 "detlab": step_detlab(ours, inputs),
+                "detlab channels_last": step_detlab(ours_cl, inputs),
                 "torchvision": step_torchvision(theirs, inputs, arch),
                 "detlab convs": step_detlab_convs(ours, inputs, arch),
                 "torchvision backbone+FPN": step_tv_backbone(theirs, inputs),
             }
-            times = time_interleaved(steps, args.warmup, args.iters)
-            med = {k: statistics.median(v) for k, v in times.items()}
-            r = {
-                "median_s": med,
-                "min_s": {k: min(v) for k, v in times.items()},
-                "detlab / torchvision": med["detlab"] / med["torchvision"],
-                "detlab overhead (full / convs)": med["detlab"] / med["detlab convs"],
-                "torchvision full / backbone+FPN": med["torchvision"]
-                / med["torchvision backbone+FPN"],
-            }
+            wall, cpu = time_interleaved(steps, args.warmup, args.iters)
+            r = {"wall_median_s": {}, "wall_min_s": {}, "cpu_median_s": {}}
+            for k in steps:
+                r["wall_median_s"][k] = statistics.median(wall[k])
+                r["wall_min_s"][k] = min(wall[k])
+                r["cpu_median_s"][k] = statistics.median(cpu[k])
+            for stat in ("wall_median_s", "wall_min_s", "cpu_median_s"):
+                m = r[stat]
+                r[f"ratios ({stat})"] = {
+                    "detlab / torchvision": m["detlab"] / m["torchvision"],
+                    "detlab channels_last / torchvision": m["detlab channels_last"]
+                    / m["torchvision"],
+                    "detlab full / convs": m["detlab"] / m["detlab convs"],
+                    "torchvision full / backbone+FPN": m["torchvision"]
+                    / m["torchvision backbone+FPN"],
+                }
             results[arch] = r
             print(f"\n{arch}: batch {args.batch}, {args.size}x{args.size}, {args.iters} iters")
-            for k, v in med.items():
-                print(f"  {k:<28} median {v:.3f} s  (min {r['min_s'][k]:.3f} s)")
-            for k in list(r)[2:]:
-                print(f"  {k:<34} {r[k]:.2f}")
+            print(f"  {'step':<28} {'wall med':>9} {'wall min':>9} {'cpu med':>9}")
+            for k in steps:
+                print(
+                    f"  {k:<28} {r['wall_median_s'][k]:>9.3f} {r['wall_min_s'][k]:>9.3f} "
+                    f"{r['cpu_median_s'][k]:>9.3f}"
+                )
+            for stat in ("wall_median_s", "wall_min_s", "cpu_median_s"):
+                ratios = ", ".join(f"{k} {v:.2f}" for k, v in r[f"ratios ({stat})"].items())
+                print(f"  ratios by {stat}: {ratios}")
     print(f"load average after={os.getloadavg() if hasattr(os, 'getloadavg') else None}")
     if args.json:
         with open(args.json, "w") as f:

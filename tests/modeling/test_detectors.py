@@ -102,3 +102,26 @@ def test_images_without_boxes_train(tiny_cfg, make_batch, meta):
     losses = model(batch)
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
+
+
+@pytest.mark.parametrize("meta", DETECTORS)
+def test_channels_last_gives_the_same_losses_and_detections(tiny_cfg, make_batch, meta):
+    outs = []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        cfg = tiny_cfg(meta)
+        cfg.MODEL.CHANNELS_LAST = flag
+        cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.0
+        model = build_model(cfg).eval()
+        with torch.no_grad():
+            det = model(make_batch())[0]["instances"]
+        model.train()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            losses = model(make_batch())
+        outs.append((det, losses))
+    (d0, l0), (d1, l1) = outs
+    for k in l0:
+        torch.testing.assert_close(l0[k], l1[k], rtol=1e-4, atol=1e-4)
+    n = min(len(d0), len(d1), 5)
+    torch.testing.assert_close(d0.scores[:n], d1.scores[:n], rtol=1e-4, atol=1e-4)

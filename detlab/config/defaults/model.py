@@ -18,6 +18,9 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.PIXEL_STD = (57.375, 57.12, 58.395)
     # Pad the batch's height/width to a multiple of this; 0 = the backbone's largest stride.
     cfg.MODEL.SIZE_DIVISIBILITY = 0
+    # Run convolutions in NHWC (channels-last) memory format; often faster on CPU (see
+    # docs/benchmarks.md). Results are the same up to float rounding.
+    cfg.MODEL.CHANNELS_LAST = False
 
     cfg.MODEL.BACKBONE = CN()
     cfg.MODEL.BACKBONE.NAME = "resnet50"  # name in BACKBONE_REGISTRY

@@ -26,6 +26,7 @@ def detector_base_config(cfg: Any, max_stride: int) -> dict[str, Any]:
         "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
         "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
         "size_divisibility": div,
+        "channels_last": bool(cfg.MODEL.CHANNELS_LAST),
     }
 
 
@@ -36,6 +37,8 @@ class Detector(nn.Module):
         pixel_mean, pixel_std: per-channel statistics on the 0..255 scale; their length is
             the number of input channels.
         size_divisibility: the padded batch's height and width are multiples of this.
+        channels_last: keep images and conv weights in NHWC memory format (the subclass
+            calls :meth:`use_channels_last` once its modules exist); often faster on CPU.
     """
 
     def __init__(
@@ -43,8 +46,10 @@ class Detector(nn.Module):
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         size_divisibility: int = 32,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        self.channels_last = bool(channels_last)
         if len(pixel_mean) != len(pixel_std):
             raise UserError(
                 f"MODEL.PIXEL_MEAN has {len(pixel_mean)} values but MODEL.PIXEL_STD has "
@@ -57,6 +62,11 @@ class Detector(nn.Module):
             "pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False
         )
         self.size_divisibility = max(1, int(size_divisibility))
+
+    def use_channels_last(self) -> None:
+        """Convert 4-D parameters to NHWC when ``channels_last`` is set (no-op otherwise)."""
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
@@ -93,6 +103,8 @@ class Detector(nn.Module):
         for i, img in enumerate(images):
             img = img.to(self.device, torch.float32, non_blocking=True)
             batch[i, :, : sizes[i][0], : sizes[i][1]] = (img - self.pixel_mean) / self.pixel_std
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         return batch, sizes
 
     def prepare_targets(

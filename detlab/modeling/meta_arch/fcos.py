@@ -39,7 +39,7 @@ class FCOS(Detector):
         neck: module over the backbone features returning ``p*`` levels.
         head: FCOS head taking ``(features, image_sizes, targets)``.
         in_features: neck levels fed to the head, finest first.
-        pixel_mean, pixel_std, size_divisibility: see :class:`Detector`.
+        pixel_mean, pixel_std, size_divisibility, channels_last: see :class:`Detector`.
     """
 
     def __init__(
@@ -51,13 +51,15 @@ class FCOS(Detector):
         pixel_mean: tuple[float, ...],
         pixel_std: tuple[float, ...],
         size_divisibility: int = 32,
+        channels_last: bool = False,
     ) -> None:
-        super().__init__(pixel_mean, pixel_std, size_divisibility)
+        super().__init__(pixel_mean, pixel_std, size_divisibility, channels_last)
         self.backbone, self.neck, self.head = backbone, neck, head
         self.in_features = list(in_features)
         in_ch = getattr(backbone, "in_channels", None)
         if in_ch is not None:
             self.check_channels(in_ch)
+        self.use_channels_last()
 
     @classmethod
     def from_config(cls, cfg: Any) -> dict[str, Any]:

@@ -40,14 +40,16 @@ class FasterRCNN(Detector):
         pixel_mean: tuple[float, ...],
         pixel_std: tuple[float, ...],
         size_divisibility: int = 32,
+        channels_last: bool = False,
     ) -> None:
-        super().__init__(pixel_mean, pixel_std, size_divisibility)
+        super().__init__(pixel_mean, pixel_std, size_divisibility, channels_last)
         self.backbone, self.neck = backbone, neck
         self.proposal_generator, self.roi_heads = proposal_generator, roi_heads
         self.rpn_in_features = list(rpn_in_features)
         in_ch = getattr(backbone, "in_channels", None)
         if in_ch is not None:
             self.check_channels(in_ch)
+        self.use_channels_last()
 
     @classmethod
     def from_config(cls, cfg: Any) -> dict[str, Any]:
