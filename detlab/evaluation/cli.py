@@ -215,4 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.baselines and args.compare is None:
         args.compare = []
-    return run_tool(run, debug=args.debug)
+    try:
+        return run_tool(run, debug=args.debug)
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
