@@ -37,6 +37,7 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.65",
         "matplotlib>=3.7",
+        "orjson>=3.9",
     ],
     extras_require={
         "dev": [
