@@ -209,3 +209,23 @@ def test_schedule_that_cannot_act_is_a_warning(tmp_path):
     report = Report()
     check_run_settings(cfg, report)
     assert report.checks[1].status == PASS
+
+
+def test_workers_start_after_opencv_ran_multithreaded_in_this_process(tiny_config):
+    """Forked workers inherit OpenCV's thread pool; without care they hang on first use."""
+    import cv2
+    import numpy as np
+
+    from detlab.config import load_config
+    from detlab.data import register_from_config
+
+    cfg = load_config(tiny_config(), ["DATALOADER.NUM_WORKERS", "1"])
+    register_from_config(cfg)
+    threads = cv2.getNumThreads()
+    img = np.random.default_rng(0).random((1500, 1500), dtype=np.float32)
+    for _ in range(3):  # large enough for OpenCV to use its thread pool
+        cv2.warpAffine(img, np.float32([[1, 0.1, 0], [0.1, 1, 0]]), (1500, 1500))
+    report = Report()
+    check_workers(cfg, report, timeout=45)
+    assert report.checks[0].status == PASS, report.checks[0].detail
+    assert cv2.getNumThreads() == threads  # restored
