@@ -75,7 +75,9 @@ def build_parser() -> DetlabArgumentParser:
     )
     p.add_argument("--config-file", metavar="FILE", required=True, help="config YAML")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.add_argument("--skip", nargs="+", default=[], choices=SECTIONS, help="sections to skip")
+    p.add_argument(
+        "--skip", nargs="+", default=[], metavar="SECTION", help=f"skip sections: {SECTIONS}"
+    )
     p.add_argument("--max-images", type=int, default=50, help="images decoded per dataset")
     p.add_argument("--overfit-steps", type=int, default=50, help="steps (0 = skip the check)")
     p.add_argument("--overfit-drop", type=float, default=0.6, help="required loss fall (0..1)")
@@ -110,5 +112,22 @@ def _run(args: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tools/diagnose.py``; returns the exit status (0, 1 or 2)."""
-    args = parse_with_overrides(build_parser(), argv)
+    parser = build_parser()
+    args = parse_with_overrides(parser, argv)
+    _split_skip(parser, args)
     return run_tool(lambda: _run(args), debug=args.debug)
+
+
+def _split_skip(parser: DetlabArgumentParser, args: Any) -> None:
+    """``--skip a b KEY VALUE``: section names end at the first config override token."""
+    sections: list[str] = []
+    for i, token in enumerate(args.skip):
+        names = token.split(",")
+        if all(n in SECTIONS for n in names):
+            sections.extend(names)
+        elif token.islower() and "." not in token and "=" not in token:
+            parser.error(f"--skip: unknown section '{token}'; choose from {', '.join(SECTIONS)}")
+        else:
+            args.opts = list(args.skip[i:]) + list(args.opts)
+            break
+    args.skip = sections

@@ -229,3 +229,15 @@ def test_workers_start_after_opencv_ran_multithreaded_in_this_process(tiny_confi
     check_workers(cfg, report, timeout=45)
     assert report.checks[0].status == PASS, report.checks[0].detail
     assert cv2.getNumThreads() == threads  # restored
+
+
+def test_skip_sections_then_overrides(tiny_config, capsys):
+    argv = ["--config-file", tiny_config(), "--skip", "data,transforms", "model", "overfit"]
+    argv += ["dataloader", "MODEL.DEVICE", "cuda:7", "--json"]
+    status, out = _run(argv, capsys)
+    checks = _by_name(_report(out))
+    assert checks[("data", "all checks")]["status"] == "skip"
+    assert "cuda:7" in checks[("environment", "device")]["detail"]  # the override was applied
+    with pytest.raises(SystemExit) as exc:  # argparse usage errors exit directly
+        diagnose_main(["--config-file", tiny_config(), "--skip", "modle"])
+    assert exc.value.code == 2 and "unknown section 'modle'" in capsys.readouterr().err
