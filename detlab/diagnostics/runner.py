@@ -27,9 +27,10 @@ def run_diagnostics(
     worker_timeout: float = 60.0,
 ) -> Report:
     """All checks on a (frozen) config; sections in ``skip`` are reported as skipped."""
-    from detlab.diagnostics.data import check_datasets, check_transforms, check_workers
+    from detlab.diagnostics.data import check_datasets, check_transforms
     from detlab.diagnostics.environment import check_environment
     from detlab.diagnostics.model import check_model, check_overfit
+    from detlab.diagnostics.workers import check_workers
 
     report = Report()
 
