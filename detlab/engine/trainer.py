@@ -278,8 +278,8 @@ class Trainer(TrainStepMixin):
             self._data_iter = itertools.chain([first], self._data_iter)
         if self._resume_rng is not None:
             set_rng_state(self._resume_rng)
+        self.iter = self.start_iter - 1  # the last completed iteration
         if self.nan_guard.enabled and not self.checkpointer.periodic_checkpoints():
-            self.iter = self.start_iter - 1
             self.save_checkpoint("model_init")  # the rollback target before the first save
         with EventStorage(self.start_iter) as self.storage:
             try:

@@ -277,3 +277,12 @@ def test_preflight_fails_in_one_sentence(run_toy, tmp_path):
     with pytest.raises(PreflightError) as err:
         run_toy(tmp_path / "pf", **{"MODEL.PIXEL_MEAN": (1.0, 2.0, 3.0)})
     assert "channels" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resuming_a_finished_run_only_reports(run_toy, tmp_path):
+    out = tmp_path / "done"
+    _, first = run_toy(out, **{"SOLVER.MAX_ITER": 10})
+    trainer, again = run_toy(out, resume=True, **{"SOLVER.MAX_ITER": 10})
+    assert trainer.start_iter == 10
+    assert again["iteration"] == 9 and again["bbox"] == first["bbox"]
+    assert len([r for r in _metrics(out) if "total_loss" in r]) == 10
