@@ -27,6 +27,9 @@ def train_main(args: Any, trainer_cls: Any = None) -> dict[str, Any]:
     trainer_cls = trainer_cls or Trainer
     cfg = default_setup(load_config(args.config_file, args.opts), args)
     if args.eval_only:
+        from detlab.engine.trainer import register_datasets
+
+        register_datasets(cfg)
         model = trainer_cls.build_model(cfg)
         _load_eval_weights(cfg, model)
         results = trainer_cls.test(cfg, model)

@@ -61,7 +61,7 @@ class Trainer(TrainStepMixin):
         self.last_eval: tuple[int, dict] | None = None
         self.clip_count = 0
         self._resume_rng: Any = None
-        _register_datasets(cfg)
+        register_datasets(cfg)
 
         model = self.build_model(cfg)
         self.device = next(iter(model.parameters())).device
@@ -149,8 +149,8 @@ class Trainer(TrainStepMixin):
         results: dict[str, Any] = {}
         for name in cfg.DATASETS.TEST:
             out_dir = os.path.join(cfg.OUTPUT_DIR, "inference", name)
+            loader = cls.build_test_loader(cfg, name)  # registers DATASETS.REGISTER entries
             evaluator = cls.build_evaluator(cfg, name, output_dir=out_dir)
-            loader = cls.build_test_loader(cfg, name)
             results[name] = cls.inference(unwrap_model(model), loader, evaluator)
         results = comm.broadcast_object(results)  # type: ignore[assignment]
         for name, res in results.items():
@@ -356,12 +356,10 @@ def _trim_metrics(path: str, start_iter: int) -> None:
     atomic_write_text(path, "".join(keep))
 
 
-def _register_datasets(cfg: Any) -> None:
-    """Register ``DATASETS.REGISTER`` entries when the data package provides it."""
+def register_datasets(cfg: Any) -> None:
+    """Register the config's ``DATASETS.REGISTER`` entries (safe to call repeatedly)."""
     if not len(cfg.DATASETS.REGISTER):
         return
-    import detlab.data as data
+    from detlab.data import register_from_config
 
-    register = getattr(data, "register_from_config", None)
-    if register is not None:
-        register(cfg)
+    register_from_config(cfg)
