@@ -141,18 +141,9 @@ def check_model(cfg: Any, report: Report, batch: list[dict]) -> nn.Module | None
         )
         return None  # fmt: skip
     detail = f"{len(batch)} images, {seconds:.2f} s; {terms}"
-    if no_grad:
-        report.add(
-            s,
-            "forward+backward",
-            WARN,
-            detail + f"; {len(no_grad)} parameters get no gradient (first: {no_grad[0]})",
-            "unused parameters break DDP; freeze "
-            "them (MODEL.BACKBONE.FREEZE_AT) or remove the unused module.",
-            losses=values,
-        )
-        return model  # fmt: skip
-    report.add(s, "forward+backward", PASS, detail, losses=values)
+    if no_grad:  # informational: the trainer's DDP wrapper detects unused parameters
+        detail += f"; {len(no_grad)} parameters unused (first: {no_grad[0]})"
+    report.add(s, "forward+backward", PASS, detail, losses=values, unused=len(no_grad))
     return model
 
 

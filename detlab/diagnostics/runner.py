@@ -26,7 +26,35 @@ def run_diagnostics(
     overfit_images: int = 2,
     worker_timeout: float = 60.0,
 ) -> Report:
-    """All checks on a (frozen) config; sections in ``skip`` are reported as skipped."""
+    """All checks on a (frozen) config; sections in ``skip`` are reported as skipped.
+
+    Model checks run with ``TRAINER.CPU_THREADS`` torch threads when that key is set.
+    """
+    import torch
+
+    threads = int(getattr(getattr(cfg, "TRAINER", None), "CPU_THREADS", 0) or 0)
+    before = torch.get_num_threads()
+    if threads > 0:  # time the model checks as training would run them
+        torch.set_num_threads(threads)
+    try:
+        return _run_checks(
+            cfg, skip, max_images, overfit_steps, overfit_drop, overfit_lr, overfit_images,
+            worker_timeout,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_checks(
+    cfg: Any,
+    skip: Sequence[str],
+    max_images: int,
+    overfit_steps: int,
+    overfit_drop: float,
+    overfit_lr: float,
+    overfit_images: int,
+    worker_timeout: float,
+) -> Report:
     from detlab.diagnostics.data import check_datasets, check_transforms
     from detlab.diagnostics.environment import check_environment
     from detlab.diagnostics.model import check_model, check_overfit
