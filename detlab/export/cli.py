@@ -75,6 +75,9 @@ def _run(args: Any) -> int:
     from detlab.utils.visualize_cli import load_model_for_inference
 
     cfg = load_config(args.config_file, args.opts)
+    threads = int(getattr(getattr(cfg, "TRAINER", None), "CPU_THREADS", 0) or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
     model = load_model_for_inference(cfg)
     images, source = sample_images(cfg, args.num_samples)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -118,7 +121,10 @@ def _run(args: Any) -> int:
             f"{'yes' if ch.ok else 'NO'} |"
         )
     if args.repeats > 0:
-        print(f"(latency: median of {args.repeats} single-image runs, CPU, batch 1)")
+        print(
+            f"(latency: median of {args.repeats} single-image runs, CPU, batch 1, "
+            f"{torch.get_num_threads()} torch threads, onnxruntime default threads)"
+        )
     if not ok:
         bad = sum(not c.ok for c in checks)
         print(f"FAILED: {bad} of {len(checks)} images differ beyond the tolerance.")
