@@ -133,4 +133,7 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.SIZE_AWARE_LOSS.MAX_WEIGHT = 2.5
     cfg.MODEL.SIZE_AWARE_LOSS.SMALL_AREA = 1024.0  # px² in the original image (32²)
     cfg.MODEL.SIZE_AWARE_LOSS.MEDIUM_AREA = 9216.0  # px² in the original image (96²)
-    cfg.MODEL.SIZE_AWARE_LOSS.NORMALIZE = "num_pos"  # "num_pos" | "weight_sum"
+    # "num_pos": keep each loss's usual normaliser (FCOS: positive count; RPN/ROI: sampled
+    # count), so weights raise small objects' share; "weight_sum": count every target by its
+    # weight (background/negatives weigh 1), so weights redistribute the loss.
+    cfg.MODEL.SIZE_AWARE_LOSS.NORMALIZE = "num_pos"
