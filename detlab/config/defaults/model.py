@@ -134,6 +134,6 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.SIZE_AWARE_LOSS.SMALL_AREA = 1024.0  # px² in the original image (32²)
     cfg.MODEL.SIZE_AWARE_LOSS.MEDIUM_AREA = 9216.0  # px² in the original image (96²)
     # "num_pos": keep each loss's usual normaliser (FCOS: positive count; RPN/ROI: sampled
-    # count), so weights raise small objects' share; "weight_sum": count every target by its
-    # weight (background/negatives weigh 1), so weights redistribute the loss.
+    # count), so weights raise small objects' share; "weight_sum": the same normaliser with
+    # each counted target replaced by its weight (negatives weigh 1): weights redistribute.
     cfg.MODEL.SIZE_AWARE_LOSS.NORMALIZE = "num_pos"
