@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,7 +58,7 @@ def sample_images(cfg: Any, num: int) -> tuple[list[torch.Tensor], str]:
                 images.append(out["image"])
         source = names[0]
     except UserError as err:
-        print(f"note: no dataset images ({err}); verifying on random images.")
+        print(f"note: no dataset images ({err}); verifying on random images.", file=sys.stderr)
     if not images:
         c = len(cfg.MODEL.PIXEL_MEAN)
         s = int(cfg.INPUT.MIN_SIZE_TEST) or 256
@@ -84,11 +85,17 @@ def _run(args: Any) -> int:
     export_onnx(model, args.output, images[0], opset=args.opset)
     size_mb = os.path.getsize(args.output) / 2**20
     c = images[0].shape[0]
-    print(
-        f"Exported {type(model).__name__} to {args.output} ({size_mb:.1f} MB, opset {args.opset}): "
-        f"input image 1x{c}xHxW float32 (0..255, after the test resize), outputs boxes (XYXY "
-        "input pixels), scores, classes after NMS."
-    )
+    summary = {"output": args.output, "arch": type(model).__name__, "size_mb": size_mb}
+    if args.json and args.no_verify:
+        print(json.dumps({"ok": True, **summary}))
+        return 0
+    if not args.json:
+        print(
+            f"Exported {summary['arch']} to {args.output} ({size_mb:.1f} MB, opset "
+            f"{args.opset}): "
+            f"input image 1x{c}xHxW float32 (0..255, after the test resize), outputs boxes "
+            "(XYXY input pixels), scores, classes after NMS."
+        )
     if args.no_verify:
         return 0
     checks = verify_onnx(
@@ -101,7 +108,8 @@ def _run(args: Any) -> int:
     )
     ok = all(c.ok for c in checks)
     if args.json:
-        print(json.dumps({"ok": ok, "source": source, "samples": checks_to_dicts(checks)}))
+        out = {"ok": ok, **summary, "source": source, "samples": checks_to_dicts(checks)}
+        print(json.dumps(out))
         return 0 if ok else 1
     print(
         f"Verification on {len(checks)} images of {source} with onnxruntime (CPU): boxes "

@@ -46,8 +46,8 @@ def test_export_matches_eager_on_images_of_several_sizes(tmp_path, tiny_config, 
     argv = ["--config-file", cfg_path, "MODEL.WEIGHTS", weights, "--output", out]
     argv += ["--num-samples", "2", "--repeats", "1", "--json"]
     assert export_main(argv) == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["ok"]
+    report = json.loads(capsys.readouterr().out)  # stdout holds the JSON object only
+    assert report["ok"] and report["arch"] == arch and report["output"] == out
     samples = report["samples"]
     assert len({(s["height"], s["width"]) for s in samples}) >= 2  # dynamic image size
     assert sum(s["eager_detections"] for s in samples) > 0
