@@ -16,7 +16,7 @@ from torch import nn
 
 from detlab.utils.errors import UserError
 
-__all__ = ["PreflightError", "preflight_check"]
+__all__ = ["PreflightError", "parameters_without_grad", "preflight_check"]
 
 
 class PreflightError(UserError):
@@ -99,3 +99,27 @@ def preflight_check(model: nn.Module, batch: list[dict], channels: int | None = 
                 "input scaling (MODEL.PIXEL_MEAN/PIXEL_STD) and the annotations."
             )
     return out
+
+
+def parameters_without_grad(model: nn.Module, batch: list[dict]) -> list[str]:
+    """Names of trainable parameters that get no gradient from the loss on ``batch``.
+
+    One forward/backward pass; gradients and buffers are restored afterwards.
+    """
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    try:
+        losses = model(batch)
+        total = sum(v.float().sum() for v in losses.values())
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        grads = torch.autograd.grad(
+            total, [p for _, p in params], allow_unused=True, retain_graph=False
+        )
+        return [n for (n, _), g in zip(params, grads, strict=True) if g is None]
+    finally:
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in buffers:
+                    b.copy_(buffers[n])
+        model.train(was_training)

@@ -35,7 +35,7 @@ from detlab.engine.checkpoint import (
 from detlab.engine.ema import ModelEMA
 from detlab.engine.hooks import HOOK_REGISTRY, HookBase
 from detlab.engine.nan_guard import NaNGuard
-from detlab.engine.preflight import preflight_check
+from detlab.engine.preflight import parameters_without_grad, preflight_check
 from detlab.engine.train_step import TrainStepMixin
 from detlab.solver import build_lr_scheduler, build_optimizer
 from detlab.utils import comm
@@ -69,12 +69,7 @@ class Trainer(TrainStepMixin):
         self.scheduler = self.build_lr_scheduler(cfg, self.optimizer)
         self._setup_amp(cfg)
         self.ema = ModelEMA(model, cfg.SOLVER.EMA.DECAY) if cfg.SOLVER.EMA.ENABLED else None
-        if comm.get_world_size() > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=ids, broadcast_buffers=False
-            )
-        self.model = model
+        self.model = model  # wrapped in DistributedDataParallel at the start of train()
         self.nan_guard = NaNGuard.from_config(cfg)
         clip = cfg.SOLVER.CLIP_GRADIENTS
         if clip.ENABLED and clip.CLIP_TYPE not in ("value", "norm", "full_model"):
@@ -271,10 +266,14 @@ class Trainer(TrainStepMixin):
         logger.info(f"Starting training from iteration {self.start_iter} to {self.max_iter}")
         loader = self.build_train_loader(cfg, start_iter=self.start_iter * self.accum)
         self._data_iter = iter(loader)
-        if cfg.TRAINER.PREFLIGHT and self.start_iter < self.max_iter:
+        ddp = comm.get_world_size() > 1 and unwrap_model(self.model) is self.model
+        if (cfg.TRAINER.PREFLIGHT or ddp) and self.start_iter < self.max_iter:
             first = next(self._data_iter)
-            losses = preflight_check(unwrap_model(self.model), first, len(cfg.MODEL.PIXEL_MEAN))
-            logger.info(f"Pre-flight check passed: {losses}")
+            if cfg.TRAINER.PREFLIGHT:
+                losses = preflight_check(unwrap_model(self.model), first, len(cfg.MODEL.PIXEL_MEAN))
+                logger.info(f"Pre-flight check passed: {losses}")
+            if ddp:
+                self._wrap_ddp(first)
             self._data_iter = itertools.chain([first], self._data_iter)
         if self._resume_rng is not None:
             set_rng_state(self._resume_rng)
@@ -298,6 +297,22 @@ class Trainer(TrainStepMixin):
                 for h in self.hooks:
                     h.after_train()
         return self._final_metrics()
+
+    def _wrap_ddp(self, batch: list[dict]) -> None:
+        """Wrap the model for DDP; look for unused parameters only if this batch leaves some
+        parameters without a gradient (e.g. a backbone stage the FPN does not read)."""
+        unused = parameters_without_grad(self.model, batch)
+        find_unused = comm.all_reduce_any(bool(unused), self.device)
+        if find_unused:
+            logger.info(
+                f"{len(unused)} parameter tensors get no gradient (e.g. {', '.join(unused[:3])}); "
+                "DistributedDataParallel will look for unused parameters every step."
+            )
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.model = nn.parallel.DistributedDataParallel(
+            self.model, device_ids=ids, broadcast_buffers=False, find_unused_parameters=find_unused
+        )
+        self.checkpointer.model = self.model
 
     def _final_metrics(self) -> dict[str, Any]:
         if self.last_eval is None and len(self.cfg.DATASETS.TEST) and self.start_iter > 0:
