@@ -61,3 +61,23 @@ def test_preprocess_normalises_and_pads(tiny_cfg, make_batch):
     assert images.shape == (2, 1, 128, 128) and sizes == [(70, 100), (70, 100)]
     torch.testing.assert_close(images[0, :, :70, :100], (batch[0]["image"] - 100.0) / 50.0)
     assert images[:, :, 70:].abs().sum() == 0 and images[:, :, :, 100:].abs().sum() == 0
+
+
+def test_fcos_losses_under_a_process_group(tiny_cfg, make_batch, tmp_path):
+    """Normalisers are averaged over processes; with one process the losses are unchanged."""
+    import torch.distributed as dist
+
+    from detlab.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("FCOS")).train()
+    with torch.no_grad():
+        alone = model(make_batch())
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        with torch.no_grad():
+            grouped = model(make_batch())
+    finally:
+        dist.destroy_process_group()
+    for k in alone:
+        torch.testing.assert_close(alone[k], grouped[k])

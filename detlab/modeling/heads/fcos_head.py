@@ -42,6 +42,16 @@ def default_size_ranges(strides: Sequence[int]) -> list[tuple[float, float]]:
     return ranges
 
 
+def _global_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of a scalar over distributed processes (itself when not distributed), so every
+    process divides by the same normaliser, as with one large batch."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        x = x.clone()
+        torch.distributed.all_reduce(x)
+        x = x / torch.distributed.get_world_size()
+    return x
+
+
 def fcos_locations(
     shapes: Sequence[tuple[int, int]], strides: Sequence[int], device: torch.device
 ) -> list[torch.Tensor]:
@@ -304,11 +314,12 @@ class FCOSHead(nn.Module):
             w = torch.ones_like(ctr_target)
         reg_w = w * ctr_target
         if sw is not None and sw.normalize == "weight_sum":
-            cls_norm = ctr_norm = w.sum().clamp(min=1.0)
-            reg_norm = reg_w.sum().clamp(min=1e-6)
+            cls_norm, reg_norm = _global_mean(w.sum().detach()), _global_mean(reg_w.sum().detach())
         else:
-            cls_norm = ctr_norm = num_pos.to(focal.dtype).clamp(min=1.0)
-            reg_norm = ctr_target.sum().clamp(min=1e-6)
+            cls_norm = _global_mean(num_pos.to(focal.dtype))
+            reg_norm = _global_mean(ctr_target.sum().detach())
+        cls_norm = ctr_norm = cls_norm.clamp(min=1.0)
+        reg_norm = reg_norm.clamp(min=1e-6)
         return {
             "loss_fcos_cls": focal.sum() / cls_norm,
             "loss_fcos_loc": (giou * reg_w).sum() / reg_norm,
