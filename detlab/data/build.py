@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -192,6 +193,9 @@ class _Loader:
             for batch in keys:
                 yield [self.dataset[k] for k in batch]
             return
+        # Workers forked after OpenCV ran multi-threaded in this process inherit a broken
+        # thread pool and hang on their first cv2 call; a 1-thread pool in the parent is safe.
+        cv2.setNumThreads(1)
         loader = DataLoader(
             self.dataset,
             batch_sampler=keys,

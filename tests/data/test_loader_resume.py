@@ -111,3 +111,22 @@ def test_unknown_sampler_is_a_user_error(tiny_sar, small_cfg):
     small_cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorSampler"
     with pytest.raises(UserError, match="SAMPLER_TRAIN"):
         build_detection_train_loader(small_cfg)
+
+
+def test_workers_start_after_multithreaded_opencv_in_parent(tiny_sar, small_cfg, monkeypatch):
+    """Workers forked after OpenCV ran multi-threaded in the parent must not hang."""
+    import cv2
+    import numpy as np
+
+    import detlab.data.build as build
+
+    monkeypatch.setattr(build, "WORKER_TIMEOUT", 30.0)  # a hang fails fast instead of in 600 s
+    cv2.setNumThreads(2)
+    big = np.random.default_rng(0).random((1500, 1500), dtype=np.float32)
+    for _ in range(3):
+        cv2.GaussianBlur(cv2.resize(big, (1200, 1200)), (5, 5), 1.0)
+    small_cfg.DATASETS.TRAIN = (tiny_sar(num_images=6),)
+    small_cfg.DATALOADER.NUM_WORKERS = 2
+    loader = build_detection_train_loader(small_cfg)
+    assert len(_take(loader, 2)) == 2
+    assert loader.stats().get("worker_failures", 0) == 0
