@@ -60,6 +60,8 @@ class CfgNode(_FvCfgNode):
         for key, raw in parse_overrides(cfg_list):
             key = self._canonical_key(key)
             value = _parse_literal(raw)
+            if value is None and isinstance(_lookup(self, key), str):
+                value = raw.strip()  # `MODEL.FPN.TOP_BLOCK none` names a choice, not None
             nested: dict[str, Any] = {}
             node = nested
             parts = key.split(".")

@@ -191,3 +191,9 @@ def test_nested_sequences_keep_the_default_types():
     cfg = get_cfg()
     cfg.merge_from_list(["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0], [2.0]]"])
     assert cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS == ((0.5, 1.0), (2.0,))
+
+
+def test_none_text_sets_a_string_key_to_that_text():
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.FPN.TOP_BLOCK", "none"])
+    assert cfg.MODEL.FPN.TOP_BLOCK == "none"
