@@ -286,3 +286,30 @@ def test_resuming_a_finished_run_only_reports(run_toy, tmp_path):
     assert trainer.start_iter == 10
     assert again["iteration"] == 9 and again["bbox"] == first["bbox"]
     assert len([r for r in _metrics(out) if "total_loss" in r]) == 10
+
+
+def test_amp_runs_the_forward_in_bfloat16_on_cpu(toy, tmp_path):
+    from detlab.engine import default_setup
+    from detlab.utils.events import EventStorage
+
+    cfg = default_setup(toy.toy_cfg(tmp_path / "amp", **{"SOLVER.AMP.ENABLED": True}))
+    trainer = toy.ToyTrainer(cfg)
+    trainer._data_iter = iter(trainer.build_train_loader(cfg))
+    seen = []
+    trainer.model.conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with EventStorage(0):
+        trainer.iter = 0
+        trainer.run_step()
+    assert seen == [torch.bfloat16]
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+def test_deterministic_option(toy, tmp_path):
+    from detlab.engine import default_setup
+
+    try:
+        default_setup(toy.toy_cfg(tmp_path / "det", DETERMINISTIC=True))
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
