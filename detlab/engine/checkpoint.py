@@ -204,7 +204,16 @@ class Checkpointer:
         if model_state is None:
             model_state = data  # a bare state dict
             data = {}
-        incompatible = unwrap_model(self.model).load_state_dict(model_state, strict=not model_only)
+        try:
+            incompatible = unwrap_model(self.model).load_state_dict(
+                model_state, strict=not model_only
+            )
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(
+                f"Checkpoint {path} does not fit this model ({first.rstrip('.:')}); it was "
+                "written by a different config, so use another OUTPUT_DIR or drop --resume."
+            ) from None
         if model_only and (incompatible.missing_keys or incompatible.unexpected_keys):
             logger.warning(
                 f"Loaded {path}: {len(incompatible.missing_keys)} missing keys "
@@ -219,5 +228,12 @@ class Checkpointer:
                 ("ema", self.ema),
             ):
                 if obj is not None and key in data and key not in exclude:
-                    obj.load_state_dict(data.pop(key))
+                    try:
+                        obj.load_state_dict(data.pop(key))
+                    except (ValueError, KeyError, RuntimeError) as err:
+                        raise UserError(
+                            f"Checkpoint {path}: the saved {key} state does not fit this run "
+                            f"({type(err).__name__}); it was written by a different config, so "
+                            "use another OUTPUT_DIR or drop --resume."
+                        ) from None
         return data

@@ -108,3 +108,11 @@ def test_rng_state_round_trip():
     buf.seek(0)
     set_rng_state(torch.load(buf, weights_only=True)["rng"])
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == a
+
+
+def test_checkpoint_of_another_model_is_a_user_error(tmp_path):
+    Checkpointer(_model(), str(tmp_path)).save("model_0000001", tag_last=True)
+    other = nn.Sequential(nn.Linear(4, 5))
+    with pytest.raises(UserError, match="does not fit this model") as err:
+        Checkpointer(other, str(tmp_path)).load(str(tmp_path / "model_0000001.pth"))
+    assert "\n" not in str(err.value)
