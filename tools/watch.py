@@ -43,4 +43,7 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     a = parser.parse_args()
-    sys.exit(run_tool(lambda: main(a), debug=a.debug))
+    try:
+        sys.exit(run_tool(lambda: main(a), debug=a.debug))
+    except BrokenPipeError:  # output piped into head/less that closed early
+        sys.exit(0)

@@ -96,3 +96,19 @@ def test_eval_only_writes_final_metrics(run_toy, tmp_path):
     assert ev["bbox"] == src["bbox"]  # same weights, same evaluation
     res = _tool(script, "--config-file", str(cfg), "--eval-only", "OUTPUT_DIR", str(out))
     assert res.returncode == 2 and "MODEL.WEIGHTS" in res.stderr
+
+
+def test_divergence_stops_train_net_with_one_line(toy, tmp_path):
+    cfg = tmp_path / "div.yaml"
+    overrides = {
+        "SOLVER.MAX_ITER": 20,
+        "SOLVER.NAN_GUARD.INJECT.ITERS": list(range(3, 20)),
+        "SOLVER.NAN_GUARD.MAX_CONSECUTIVE": 2,
+        "SOLVER.NAN_GUARD.MAX_ROLLBACKS": 1,
+    }
+    cfg.write_text(toy.toy_cfg(tmp_path / "x", **overrides).dump())
+    script = os.path.join("tests", "engine", "_toy_train.py")
+    res = _tool(script, "--config-file", str(cfg), "OUTPUT_DIR", str(tmp_path / "out"))
+    assert res.returncode == 1
+    assert res.stderr.count("\n") == 1 and "Training diverged" in res.stderr
+    assert "model_init.pth" in res.stderr
