@@ -44,7 +44,7 @@ setup(
             "pytest>=7.4",
             "pytest-timeout>=2.2",
             "hypothesis>=6.90",
-            "ruff>=0.5",
+            "ruff>=0.17,<0.18",
             "onnx>=1.15",
             "onnxruntime>=1.17",
             "submitit>=1.5",
