@@ -7,7 +7,9 @@ __all__ = ["add_data_defaults"]
 
 def add_data_defaults(cfg: CN) -> None:
     cfg.DATASETS = CN()
+    # catalog names of the training datasets (concatenated)
     cfg.DATASETS.TRAIN = ("sar_ships_synth_train",)
+    # catalog names evaluated during and after training
     cfg.DATASETS.TEST = ("sar_ships_synth_val",)
     # COCO datasets registered from the config file, no Python needed. Each entry is a mapping
     # {name: str, json_file: str, image_root: str}; relative paths are resolved against the
@@ -36,10 +38,11 @@ def add_data_defaults(cfg: CN) -> None:
     # Shortest-edge sizes in training: one drawn per image ("choice") or uniform between
     # min and max ("range"). 0 keeps the original size.
     cfg.INPUT.MIN_SIZE_TRAIN = (800,)
+    # "choice": one of MIN_SIZE_TRAIN per image; "range": uniform between its two values
     cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
     cfg.INPUT.MAX_SIZE_TRAIN = 1333  # cap on the longest edge (0 = none)
-    cfg.INPUT.MIN_SIZE_TEST = 800
-    cfg.INPUT.MAX_SIZE_TEST = 1333
+    cfg.INPUT.MIN_SIZE_TEST = 800  # shortest edge at inference (0 = no resize)
+    cfg.INPUT.MAX_SIZE_TEST = 1333  # longest edge cap at inference
     # Channel order of 3-channel output: "BGR" | "RGB" ("L" = grey, used with 1 channel).
     cfg.INPUT.FORMAT = "BGR"
     # DatasetMapper flips: "none" | "horizontal" | "vertical" | "both" (probability 0.5 each).

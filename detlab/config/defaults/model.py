@@ -9,12 +9,13 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL = CN()
     # Name in META_ARCH_REGISTRY: "FCOS" (one-stage) or "FasterRCNN" (two-stage).
     cfg.MODEL.META_ARCHITECTURE = "FCOS"
-    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DEVICE = "cpu"  # "cpu", "cuda", "cuda:N" or "mps"
     # Path to a detlab checkpoint or a torchvision-style backbone state dict. Applied only when
     # not resuming (`--resume` restores everything from OUTPUT_DIR/last_checkpoint instead).
     cfg.MODEL.WEIGHTS = ""
     # Per-channel normalisation of the mapper's float image (0..255 scale); length = channels.
     cfg.MODEL.PIXEL_MEAN = (103.53, 116.28, 123.675)
+    # divides (pixel - PIXEL_MEAN); one value per input channel
     cfg.MODEL.PIXEL_STD = (57.375, 57.12, 58.395)
     # Pad the batch's height/width to a multiple of this; 0 = the backbone's largest stride.
     cfg.MODEL.SIZE_DIVISIBILITY = 0
@@ -47,7 +48,7 @@ def add_model_defaults(cfg: CN) -> None:
     # Backbone stages fed to the FPN, 1..4 = strides 4/8/16/32. 3-scale: [2, 3, 4];
     # 4-scale: [1, 2, 3, 4].
     cfg.MODEL.FPN.IN_STAGES = (2, 3, 4)
-    cfg.MODEL.FPN.OUT_CHANNELS = 256
+    cfg.MODEL.FPN.OUT_CHANNELS = 256  # channels of every pyramid level
     # Extra levels: "none" | "P6" | "P6P7" (stride-2 convs, FCOS/RetinaNet) | "P6pool"
     # (stride-2 subsampling of P5, the Faster R-CNN FPN's P6).
     cfg.MODEL.FPN.TOP_BLOCK = "P6P7"
@@ -87,40 +88,45 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.RPN.IN_FEATURES = ()  # neck levels, e.g. ("p2", ..., "p6"); () = all
     cfg.MODEL.RPN.IOU_THRESHOLDS = (0.3, 0.7)  # background below, foreground at/above
     cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256  # sampled anchors per image
-    cfg.MODEL.RPN.POSITIVE_FRACTION = 0.5
+    cfg.MODEL.RPN.POSITIVE_FRACTION = 0.5  # largest share of positives among sampled anchors
+    # weights (dx, dy, dw, dh) of the anchor box coding
     cfg.MODEL.RPN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
     cfg.MODEL.RPN.SMOOTH_L1_BETA = 0.0  # 0 = L1
-    cfg.MODEL.RPN.LOSS_WEIGHT = 1.0
+    cfg.MODEL.RPN.LOSS_WEIGHT = 1.0  # multiplies both RPN losses
     cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000  # per level
     cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000  # per level
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # per image
     cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 1000  # per image
-    cfg.MODEL.RPN.NMS_THRESH = 0.7
+    cfg.MODEL.RPN.NMS_THRESH = 0.7  # IoU threshold of the NMS over proposals
     cfg.MODEL.RPN.MIN_SIZE = 0.0  # proposals smaller than this (input px) are dropped
     cfg.MODEL.RPN.SIZE_AWARE_LOSS = False  # apply MODEL.SIZE_AWARE_LOSS weights in the RPN too
 
     cfg.MODEL.ROI_HEADS = CN()
     cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"  # name in HEAD_REGISTRY
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80  # foreground classes (background excluded)
     cfg.MODEL.ROI_HEADS.IN_FEATURES = ()  # () = neck levels with stride <= 32
     cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS = (0.5,)  # foreground at/above
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512  # sampled RoIs per image
-    cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+    cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25  # largest share of foreground among sampled RoIs
+    # add the ground-truth boxes to the proposals in training
     cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = True
+    # detections below this score are dropped at inference
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05
-    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
+    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5  # IoU threshold of the class-wise NMS at inference
 
     cfg.MODEL.ROI_BOX_HEAD = CN()
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # RoIAlign output size (cells per side)
     cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0  # RoIAlign samples per bin; 0 = adaptive
-    cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
-    cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 256
-    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
-    cfg.MODEL.ROI_BOX_HEAD.NORM = ""
+    cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 0  # conv layers before the FC layers of the box head
+    cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 256  # channels of those conv layers
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2  # fully connected layers of the box head
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 1024  # width of those layers
+    cfg.MODEL.ROI_BOX_HEAD.NORM = ""  # norm of the box-head convs: "" / "BN" / "GN"
+    # weights (dx, dy, dw, dh) of the proposal box coding
     cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+    # smooth-L1 transition point of the box loss (0 = L1)
     cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0
-    cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = False
+    cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = False  # one box regression for all classes
 
     # Size-aware weighted loss: each positive target's classification and regression terms
     # are multiplied by w(area), area in the ORIGINAL image's pixels² (boxes are rescaled

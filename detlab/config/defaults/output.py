@@ -6,9 +6,9 @@ __all__ = ["add_output_defaults"]
 
 
 def add_output_defaults(cfg: CN) -> None:
-    cfg.OUTPUT_DIR = "./output"
+    cfg.OUTPUT_DIR = "./output"  # run folder: checkpoints, logs, metrics, evaluation reports
     cfg.SEED = -1  # -1 = draw a random seed and log it (the drawn seed is saved in config.yaml)
-    cfg.CUDNN_BENCHMARK = False
+    cfg.CUDNN_BENCHMARK = False  # let cuDNN pick the fastest convolution algorithms (CUDA only)
     # torch.use_deterministic_algorithms (warn-only) and deterministic cuDNN; slower on GPU.
     cfg.DETERMINISTIC = False
     # Version of the config format, bumped when keys change meaning.

@@ -8,21 +8,21 @@ __all__ = ["add_solver_defaults"]
 def add_solver_defaults(cfg: CN) -> None:
     cfg.SOLVER = CN()
     cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" | "AdamW"
-    cfg.SOLVER.BASE_LR = 0.01
+    cfg.SOLVER.BASE_LR = 0.01  # learning rate after warmup, before STEPS decays
     cfg.SOLVER.MOMENTUM = 0.9  # SGD momentum
     cfg.SOLVER.NESTEROV = False  # SGD Nesterov momentum
     cfg.SOLVER.ADAMW_BETAS = (0.9, 0.999)  # AdamW (beta1, beta2)
-    cfg.SOLVER.WEIGHT_DECAY = 1e-4
+    cfg.SOLVER.WEIGHT_DECAY = 1e-4  # L2 weight decay of conv and linear weights
     # Weight decay of normalisation layers' weights and biases (BN/GN/LN/FrozenBN); 0 = none.
     cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
     # Weight decay of every other bias; None = same as SOLVER.WEIGHT_DECAY, 0.0 = none.
     cfg.SOLVER.WEIGHT_DECAY_BIAS = None
-    cfg.SOLVER.MAX_ITER = 90000
+    cfg.SOLVER.MAX_ITER = 90000  # training iterations (optimizer steps)
     cfg.SOLVER.STEPS = (60000, 80000)  # iterations where WarmupMultiStepLR multiplies by GAMMA
-    cfg.SOLVER.GAMMA = 0.1
+    cfg.SOLVER.GAMMA = 0.1  # LR multiplier at each of STEPS
     cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"  # or "WarmupCosineLR"
     cfg.SOLVER.COSINE_END_FACTOR = 0.0  # WarmupCosineLR: final LR = BASE_LR * this
-    cfg.SOLVER.WARMUP_ITERS = 1000
+    cfg.SOLVER.WARMUP_ITERS = 1000  # iterations of LR warmup from BASE_LR * WARMUP_FACTOR
     cfg.SOLVER.WARMUP_FACTOR = 0.001  # LR multiplier at iteration 0
     cfg.SOLVER.WARMUP_METHOD = "linear"  # "linear" | "constant"
     cfg.SOLVER.IMS_PER_BATCH = 16  # total over all processes, per optimizer micro-step
@@ -37,13 +37,14 @@ def add_solver_defaults(cfg: CN) -> None:
     cfg.SOLVER.BEST_CHECKPOINT.MODE = "max"
 
     cfg.SOLVER.CLIP_GRADIENTS = CN()
-    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients before each optimizer step
     # "value": clamp each gradient element to [-CLIP_VALUE, CLIP_VALUE];
     # "norm": rescale each parameter's gradient so its norm is <= CLIP_VALUE;
     # "full_model": rescale all gradients together so their global norm is <= CLIP_VALUE.
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
+    # value: max |grad| per element; norm / full_model: max norm
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
-    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0  # p of the p-norm for norm and full_model clipping
 
     # Mixed precision: bf16 or fp16 autocast on CUDA (fp16 with a gradient scaler), bf16 on CPU.
     cfg.SOLVER.AMP = CN()
