@@ -77,6 +77,15 @@ def _format_value(value: object) -> str:
     return f"`{text}`".replace("|", "\\|")
 
 
+def _is_group(cfg: CfgNode, dotted: str) -> bool:
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, CfgNode) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, CfgNode)
+
+
 def config_reference_markdown(cfg: CfgNode | None = None) -> str:
     """The whole reference as markdown: one table per top-level group."""
     cfg = cfg if cfg is not None else get_cfg()
@@ -92,6 +101,15 @@ def config_reference_markdown(cfg: CfgNode | None = None) -> str:
         intro = described.get(title, "") if prefix else ""
         if intro:
             out.append(f"{intro}\n")
+        groups_here = [
+            g
+            for g, d in described.items()
+            if d and prefix and g.startswith(prefix) and _is_group(cfg, g)
+        ]
+        for group in groups_here:
+            out.append(f"- `{group}`: {described[group]}")
+        if groups_here:
+            out.append("")
         out.append("| Key | Default | Description |\n|---|---|---|")
         keys = (
             [prefix + k for k in node]
@@ -103,9 +121,5 @@ def config_reference_markdown(cfg: CfgNode | None = None) -> str:
             for part in key.split("."):
                 value = value[part]
             desc = described.get(key, "")
-            if not desc:  # fall back to the comment on the enclosing group
-                parent = key.rsplit(".", 1)[0]
-                desc = described.get(parent, "") if parent != key else ""
-                desc = f"(group: {desc})" if desc else ""
             out.append(f"| `{key}` | {_format_value(value)} | {desc.replace('|', '/')} |")
     return "\n".join(out) + "\n"
