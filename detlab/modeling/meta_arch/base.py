@@ -63,6 +63,13 @@ class Detector(nn.Module):
         )
         self.size_divisibility = max(1, int(size_divisibility))
 
+    def finish_init(self, backbone: Any) -> None:
+        """Call at the end of a subclass ``__init__``: check input channels, set memory format."""
+        in_ch = getattr(backbone, "in_channels", None)
+        if in_ch is not None:
+            self.check_channels(in_ch)
+        self.use_channels_last()
+
     def use_channels_last(self) -> None:
         """Convert 4-D parameters to NHWC when ``channels_last`` is set (no-op otherwise)."""
         if self.channels_last:

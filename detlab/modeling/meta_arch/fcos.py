@@ -56,10 +56,7 @@ class FCOS(Detector):
         super().__init__(pixel_mean, pixel_std, size_divisibility, channels_last)
         self.backbone, self.neck, self.head = backbone, neck, head
         self.in_features = list(in_features)
-        in_ch = getattr(backbone, "in_channels", None)
-        if in_ch is not None:
-            self.check_channels(in_ch)
-        self.use_channels_last()
+        self.finish_init(backbone)
 
     @classmethod
     def from_config(cls, cfg: Any) -> dict[str, Any]:

@@ -46,10 +46,7 @@ class FasterRCNN(Detector):
         self.backbone, self.neck = backbone, neck
         self.proposal_generator, self.roi_heads = proposal_generator, roi_heads
         self.rpn_in_features = list(rpn_in_features)
-        in_ch = getattr(backbone, "in_channels", None)
-        if in_ch is not None:
-            self.check_channels(in_ch)
-        self.use_channels_last()
+        self.finish_init(backbone)
 
     @classmethod
     def from_config(cls, cfg: Any) -> dict[str, Any]:
