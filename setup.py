@@ -48,6 +48,7 @@ setup(
             "onnx>=1.15",
             "onnxruntime>=1.17",
             "submitit>=1.5",
+            "timm>=0.9",
         ],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "slurm": ["submitit>=1.5"],
