@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from detlab.diagnostics.core import FAIL, PASS, WARN, Report
+from detlab.utils.env import resolve_device
 
 __all__ = ["check_environment", "check_run_settings", "torchvision_matches"]
 
@@ -148,7 +149,7 @@ def _check_torchvision(report: Report, torch: Any) -> None:
 
 
 def _check_device(cfg: Any, report: Report, torch: Any) -> None:
-    want = str(cfg.MODEL.DEVICE)
+    want = resolve_device(cfg.MODEL.DEVICE)
     cuda = torch.cuda.is_available()
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from detlab.diagnostics.core import FAIL, PASS, SKIP, WARN, Report
+from detlab.utils.env import resolve_device
 
 __all__ = ["check_model", "check_overfit", "count_flops"]
 
@@ -80,7 +81,7 @@ def check_model(cfg: Any, report: Report, batch: list[dict]) -> nn.Module | None
                f"{cfg.MODEL.BACKBONE.NAME}: {total / 1e6:.2f} M parameters "
                f"({train / 1e6:.2f} M trainable)", parameters=total, trainable=train)  # fmt: skip
 
-    image = _test_image(cfg, batch).to(cfg.MODEL.DEVICE)
+    image = _test_image(cfg, batch).to(resolve_device(cfg.MODEL.DEVICE))
     try:
         flops = count_flops(model, image)
         report.add(s, "FLOPs", PASS, f"{flops / 1e9:.3f} GFLOPs (fvcore, one {tuple(image.shape)} "

@@ -8,7 +8,7 @@ import platform
 import subprocess
 import sys
 
-__all__ = ["collect_env_info", "git_revision", "seed_all_rng"]
+__all__ = ["collect_env_info", "git_revision", "resolve_device", "seed_all_rng"]
 
 _PACKAGES = (
     "torch",
@@ -86,3 +86,12 @@ def seed_all_rng(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> str:
+    """``MODEL.DEVICE`` as a torch device string: ``"auto"`` is CUDA when present, else CPU."""
+    if str(name).strip().lower() != "auto":
+        return str(name)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -22,7 +22,10 @@ named scalar losses; in eval mode a list with one ``{"instances": Instances}`` p
 
 
 def build_model(cfg: Any) -> Any:
-    """Build the detector named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``."""
+    """Build the detector named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``
+    (``"auto"``: CUDA when available, else CPU)."""
+    from detlab.utils.env import resolve_device
+
     cls = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
     model = cls(**cls.from_config(cfg))
-    return model.to(cfg.MODEL.DEVICE)
+    return model.to(resolve_device(cfg.MODEL.DEVICE))
