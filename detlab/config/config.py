@@ -25,6 +25,7 @@ import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
 from detlab.utils.errors import ConfigError
+from detlab.utils.file_io import read_yaml
 
 __all__ = ["CfgNode", "get_cfg", "load_config", "load_yaml_with_base"]
 
@@ -132,14 +133,7 @@ def load_yaml_with_base(filename: str | os.PathLike, _chain: tuple[str, ...] = (
     if not os.path.isfile(path):
         where = f" (named in _BASE_ of {_chain[-1]})" if _chain else ""
         raise ConfigError(f"Config file {filename} does not exist{where}; check the path.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"Config file {path} is not valid YAML{pos}: {problem}.") from None
+    data = read_yaml(path, "Config file", ConfigError)
     if data is None:
         data = {}
     if not isinstance(data, dict):

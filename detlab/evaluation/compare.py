@@ -82,17 +82,9 @@ def _is_number(v: Any) -> bool:
 
 def load_baselines(path: str) -> list[dict[str, Any]]:
     """Entries from a baselines YAML (see the module docstring)."""
-    import yaml
+    from detlab.utils.file_io import read_yaml
 
-    if not os.path.isfile(path):
-        raise UserError(f"The baselines file {path} does not exist; check the path.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"The baselines file {path} is not valid YAML{where}.") from None
+    data = read_yaml(path, "The baselines file")
     if isinstance(data, Mapping) and "baselines" in data:
         data = data["baselines"]
     items: list[tuple[Any, Any]]

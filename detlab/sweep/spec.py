@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from detlab.utils.errors import UserError
+from detlab.utils.file_io import read_yaml
 
 __all__ = ["SLURM_KEYS", "SPEC_KEYS", "SweepSpec", "add_fixed_overrides", "load_spec", "parse_gpus"]
 
@@ -193,17 +192,7 @@ def _check_parameter(path: str, method: str, key: str, value: Any) -> Any:
 def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepSpec:
     """Read and check a sweep spec file (``yaml.safe_load``); ``output_root`` overrides it."""
     path = os.path.abspath(os.fspath(path))
-    if not os.path.isfile(path):
-        raise UserError(f"Sweep spec {path} does not exist; check the path.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        pos = f" at line {mark.line + 1}" if mark else ""
-        raise spec_error(
-            path, f"not valid YAML{pos}: {getattr(err, 'problem', None) or err}."
-        ) from None
+    data = read_yaml(path, "Sweep spec")
     if not isinstance(data, dict):
         raise spec_error(path, "must be a mapping of keys (base_config, parameters, ...).")
     for key in data:

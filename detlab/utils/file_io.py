@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import IO
 
-__all__ = ["atomic_open", "atomic_write_text", "atomic_save"]
+__all__ = ["atomic_open", "atomic_save", "atomic_write_text", "read_yaml"]
 
 
 @contextlib.contextmanager
@@ -48,3 +48,26 @@ def atomic_save(path: str, write: Callable[[IO], None]) -> None:
     """Call ``write(binary_file)`` and publish the result at ``path`` atomically."""
     with atomic_open(path, "wb") as f:
         write(f)
+
+
+def read_yaml(path: str, what: str, error: type[Exception] | None = None) -> object:
+    """``yaml.safe_load`` of a user's file; a missing file or bad YAML raises one sentence.
+
+    ``what`` names the file in the message ("Config file", "Sweep spec", ...); ``error`` is the
+    exception class to raise (default :class:`~detlab.utils.errors.UserError`).
+    """
+    import yaml
+
+    from detlab.utils.errors import UserError
+
+    error = error or UserError
+    if not os.path.isfile(path):
+        raise error(f"{what} {path} does not exist; check the path.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise error(f"{what} {path} is not valid YAML{pos}: {problem}.") from None
