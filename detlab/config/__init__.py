@@ -10,6 +10,7 @@ from detlab.config.config import (
     get_cfg,
     load_config,
     load_yaml_with_base,
+    parse_literal,
     parse_overrides,
     suggest_keys,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "get_cfg",
     "load_config",
     "load_yaml_with_base",
+    "parse_literal",
     "parse_overrides",
     "suggest_keys",
 ]

@@ -27,7 +27,15 @@ from fvcore.common.config import CfgNode as _FvCfgNode
 from detlab.utils.errors import ConfigError
 from detlab.utils.file_io import read_yaml
 
-__all__ = ["CfgNode", "get_cfg", "load_config", "load_yaml_with_base"]
+__all__ = [
+    "CfgNode",
+    "get_cfg",
+    "load_config",
+    "load_yaml_with_base",
+    "parse_literal",
+    "parse_overrides",
+    "suggest_keys",
+]
 
 BASE_KEY = "_BASE_"
 _KEY_EQ_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)=(.*)$", re.S)
@@ -60,7 +68,7 @@ class CfgNode(_FvCfgNode):
         """Merge command-line overrides: ``["A.B", "1", "C.D=2", ...]`` (both forms mixed)."""
         for key, raw in parse_overrides(cfg_list):
             key = self._canonical_key(key)
-            value = _parse_literal(raw)
+            value = parse_literal(raw)
             if value is None and isinstance(_lookup(self, key), str):
                 value = raw.strip()  # `MODEL.FPN.TOP_BLOCK none` names a choice, not None
             nested: dict[str, Any] = {}
@@ -208,7 +216,7 @@ def parse_overrides(opts: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _parse_literal(raw: str) -> Any:
+def parse_literal(raw: str) -> Any:
     """A Python literal if the text is one (``0.1``, ``(1, 2)``, ``True``), else the text."""
     text = raw.strip()
     try:

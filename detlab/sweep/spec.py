@@ -331,8 +331,7 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
 def add_fixed_overrides(spec: SweepSpec, opts: list[str]) -> SweepSpec:
     """``spec`` with command-line ``KEY VALUE`` / ``KEY=VALUE`` tokens added to its fixed
     overrides (they win over the spec's own), e.g. ``MODEL.DEVICE cpu SOLVER.MAX_ITER 100``."""
-    from detlab.config import parse_overrides
-    from detlab.config.config import _parse_literal
+    from detlab.config import parse_literal, parse_overrides
 
     fixed = dict(spec.fixed)
     for key, raw in parse_overrides(opts):
@@ -343,7 +342,7 @@ def add_fixed_overrides(spec: SweepSpec, opts: list[str]) -> SweepSpec:
             )
         if key.upper() == "OUTPUT_DIR":
             raise UserError("OUTPUT_DIR is set per trial by the sweep; use --output-root instead.")
-        fixed[key] = _parse_literal(raw)
+        fixed[key] = parse_literal(raw)
     return dataclasses.replace(spec, fixed=fixed)
 
 

@@ -160,15 +160,15 @@ def expand_trials(spec: SweepSpec) -> list[Trial]:
 
 def override_tokens(values: Mapping[str, Any]) -> list[str]:
     """``KEY VALUE`` command-line tokens that ``CfgNode.merge_from_list`` parses back exactly."""
-    from detlab.config.config import _parse_literal
+    from detlab.config import parse_literal
 
     tokens: list[str] = []
     for key, value in values.items():
         text = str(value)
         if (
             isinstance(value, bool)
-            or _parse_literal(text) != value
-            or type(_parse_literal(text)) is not type(value)
+            or parse_literal(text) != value
+            or type(parse_literal(text)) is not type(value)
         ):
             text = repr(value)
         tokens += [key, text]
