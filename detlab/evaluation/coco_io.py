@@ -191,7 +191,7 @@ def load_predictions_arrays(
     four finite numbers.
     """
     if isinstance(pred, (str, os.PathLike)):
-        src, owned = os.fspath(pred), True
+        src, owned = f"predictions file {os.fspath(pred)}", True
         data = load_json_file(pred, "predictions file")
     else:
         src, data, owned = "predictions", pred, False
