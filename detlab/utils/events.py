@@ -8,6 +8,7 @@ TensorBoard and wandb.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from typing import Any
 
@@ -68,7 +69,10 @@ class EventStorage:
         return dict(self._latest)
 
     def median(self, name: str, window: int = 20) -> float:
-        return float(self._history[name].median(window))
+        """Median of the last ``window`` finite values (skipped non-finite steps are counted by
+        the NaN guard, not smeared over the next ``window`` log lines); NaN if none is finite."""
+        values = [v for v, _ in self._history[name].values()[-window:] if math.isfinite(v)]
+        return float(statistics.median(values)) if values else math.nan
 
     def smoothed(self, window: int = 20) -> dict[str, float]:
         """Latest values, median-smoothed over ``window`` for scalars that allow it."""

@@ -62,3 +62,18 @@ def test_wandb_failure_only_warns(run_toy, tmp_path, monkeypatch):
     _, final = run_toy(tmp_path / "wf", **{"SOLVER.MAX_ITER": 3, "LOGGING.WANDB.ENABLED": True})
     assert final["iteration"] == 2
     assert "wandb could not start (no network)" in (tmp_path / "wf" / "log.txt").read_text()
+
+
+def test_smoothed_losses_ignore_skipped_non_finite_steps():
+    import math
+
+    from detlab.utils.events import EventStorage
+
+    storage = EventStorage()
+    for value in (1.0, float("nan"), 3.0, float("inf"), 2.0):
+        storage.put_scalar("total_loss", value)
+        storage.step()
+    assert storage.median("total_loss", window=5) == 2.0
+    assert storage.median("total_loss", window=2) == 2.0  # only the finite one in the window
+    storage.put_scalar("only_nan", float("nan"))
+    assert math.isnan(storage.median("only_nan"))
