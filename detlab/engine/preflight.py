@@ -8,7 +8,9 @@ does not change the run.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -61,25 +63,17 @@ def _check_inputs(batch: Any, channels: int | None) -> None:
 def preflight_check(model: nn.Module, batch: list[dict], channels: int | None = None) -> dict:
     """Run ``model(batch)`` in training mode without gradients; return the float losses."""
     _check_inputs(batch, channels)
-    buffers = {n: b.clone() for n, b in model.named_buffers()}
-    was_training = model.training
-    model.train()
-    try:
-        losses = model(batch)
-    except UserError:
-        raise
-    except Exception as err:  # noqa: BLE001 - report any forward failure as one sentence
-        raise PreflightError(
-            f"Pre-flight check failed: the model's forward pass on the first batch raised "
-            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; run with "
-            "--debug for the traceback."
-        ) from err
-    finally:
-        with torch.no_grad():
-            for n, b in model.named_buffers():
-                if n in buffers:
-                    b.copy_(buffers[n])
-        model.train(was_training)
+    with _trial_training_pass(model):
+        try:
+            losses = model(batch)
+        except UserError:
+            raise
+        except Exception as err:  # noqa: BLE001 - report any forward failure as one sentence
+            raise PreflightError(
+                f"Pre-flight check failed: the model's forward pass on the first batch raised "
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; run "
+                "with --debug for the traceback."
+            ) from err
     if not isinstance(losses, dict) or not losses:
         raise PreflightError(
             "Pre-flight check failed: the model returned no loss dict in training mode; a "
@@ -106,10 +100,7 @@ def parameters_without_grad(model: nn.Module, batch: list[dict]) -> list[str]:
 
     One forward/backward pass; gradients and buffers are restored afterwards.
     """
-    buffers = {n: b.clone() for n, b in model.named_buffers()}
-    was_training = model.training
-    model.train()
-    try:
+    with _trial_training_pass(model):
         losses = model(batch)
         total = sum(v.float().sum() for v in losses.values())
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -117,6 +108,16 @@ def parameters_without_grad(model: nn.Module, batch: list[dict]) -> list[str]:
             total, [p for _, p in params], allow_unused=True, retain_graph=False
         )
         return [n for (n, _), g in zip(params, grads, strict=True) if g is None]
+
+
+@contextlib.contextmanager
+def _trial_training_pass(model: nn.Module) -> Iterator[None]:
+    """Training mode for one trial pass; buffers (BN statistics) and the mode restored after."""
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    try:
+        yield
     finally:
         with torch.no_grad():
             for n, b in model.named_buffers():
