@@ -193,9 +193,6 @@ class _Loader:
             for batch in keys:
                 yield [self.dataset[k] for k in batch]
             return
-        # Workers forked after OpenCV ran multi-threaded in this process inherit a broken
-        # thread pool and hang on their first cv2 call; a 1-thread pool in the parent is safe.
-        cv2.setNumThreads(1)
         loader = DataLoader(
             self.dataset,
             batch_sampler=keys,
@@ -205,7 +202,16 @@ class _Loader:
             prefetch_factor=2,
             timeout=WORKER_TIMEOUT,
         )
-        yield from loader
+        # Workers forked after OpenCV ran multi-threaded in this process inherit a broken
+        # thread pool and hang on their first cv2 call: fork them from a 1-thread pool, then
+        # give this process its own setting back.
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            batches = iter(loader)  # starts the worker processes
+        finally:
+            cv2.setNumThreads(cv_threads)
+        yield from batches
 
     def _run(self, make_keys: Callable[[int], Iterator[list]], start: int) -> Iterator[list]:
         done = start

@@ -48,19 +48,14 @@ def check_workers(
         except Exception as err:  # noqa: BLE001 - reported below
             result["error"] = err
 
-    import cv2
-
-    # Workers forked after OpenCV ran multi-threaded in this process (the transform checks)
-    # inherit a broken thread pool and hang on their first cv2 call; a 1-thread pool is safe.
-    cv_threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
+    # (The loader itself switches OpenCV to one thread before forking its workers, so the
+    # transform checks' multi-threaded OpenCV calls in this process cannot hang them.)
     thread = threading.Thread(target=fetch, daemon=True)
     try:
         thread.start()
         thread.join(timeout)
     finally:
         logging.getLogger("detlab").removeHandler(handler)
-        cv2.setNumThreads(cv_threads)
     if thread.is_alive():
         report.add(
             s,
