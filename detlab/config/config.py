@@ -42,7 +42,7 @@ _KEY_EQ_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)=(.*)$
 _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}
 # Path-valued fields of DATASETS.REGISTER entries, resolved against the declaring file.
-_REGISTER_PATH_FIELDS = ("json_file", "image_root")
+_REGISTER_PATH_FIELDS = ("json_file", "image_root", "events_root")
 
 
 class CfgNode(_FvCfgNode):

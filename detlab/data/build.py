@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from detlab.data import counters
 from detlab.data.catalog import DatasetCatalog, MetadataCatalog
 from detlab.data.datasets.coco import load_stats, register_from_config
+from detlab.data.datasets.events import event_load_stats
 from detlab.data.mappers.build import MAPPER_REGISTRY
 from detlab.data.samplers import (
     GroupedBatchStream,
@@ -39,6 +40,7 @@ from detlab.data.samplers import (
     TrainingSampler,
     repeat_factors_from_category_frequency,
 )
+from detlab.data.sequence_samplers import SequenceBatchStream, SequenceLayout, sequence_starts
 from detlab.utils.errors import UserError
 
 __all__ = [
@@ -121,7 +123,13 @@ def _call_mapper(mapper: Callable, d: dict, rng: np.random.Generator) -> dict | 
 
 
 class _PositionDataset(Dataset):
-    """Map-style view: key ``(position, index)`` → ``(mapped dict, counts)``."""
+    """Map-style view: key ``(position, index)`` → ``(mapped dict, counts)``.
+
+    A key may carry a third element, a dict merged into the mapped output (the stream keys
+    ``slot``, ``step``, ``is_first`` of sequence sampling); such a window is never replaced
+    by another one when it fails (that would break its sequence), it is dropped and counted.
+    ``position`` may be a tuple of ints (one augmentation seed shared by several windows).
+    """
 
     def __init__(self, dicts: list[dict], mapper: Callable, seed: int, random_fallback: bool):
         self.dicts, self.mapper, self.seed = dicts, mapper, seed
@@ -130,13 +138,14 @@ class _PositionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dicts)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[dict | None, dict]:
-        position, index = key
+    def __getitem__(self, key: tuple) -> tuple[dict | None, dict]:
+        position, index, *extra = key
+        position = tuple(position) if isinstance(position, (tuple, list)) else (position,)
         total: Counter = Counter()
         for attempt in range(MAX_ATTEMPTS):
-            rng = np.random.default_rng([self.seed, position, attempt])
+            rng = np.random.default_rng([self.seed, *position, attempt])
             if attempt:
-                if not self.random_fallback:
+                if not self.random_fallback or extra:
                     return None, dict(total)
                 index = int(rng.integers(len(self.dicts)))
             d = self.dicts[index]
@@ -158,6 +167,8 @@ class _PositionDataset(Dataset):
                     out = None
             total.update(counts)
             if out is not None:
+                if extra:
+                    out.update(extra[0])
                 return out, dict(total)
         raise UserError(
             f"{MAX_ATTEMPTS} images in a row could not be loaded (last: {d.get('file_name')}); "
@@ -291,11 +302,21 @@ class TestDataLoader(_Loader):
         self.indices = list(InferenceSampler(len(dataset_dicts), rank, world_size))
         self.batch_size = max(1, int(batch_size))
         self.dataset_dicts = dataset_dicts
+        # Event windows are evaluated as one stream (slot 0), each batch a run of steps.
+        self._starts = None
+        if dataset_dicts and all("window_index" in d for d in dataset_dicts):
+            self._starts = sequence_starts(dataset_dicts, self.indices)
 
     def _keys(self, start: int) -> Iterator[list]:
         b = self.batch_size
         for i in range(start * b, len(self.indices), b):
-            yield [(p, p) for p in self.indices[i : i + b]]
+            if self._starts is None:
+                yield [(p, p) for p in self.indices[i : i + b]]
+            else:
+                yield [
+                    (p, p, {"slot": 0, "step": j, "is_first": self._starts[i + j]})
+                    for j, p in enumerate(self.indices[i : i + b])
+                ]
 
     def __iter__(self) -> Iterator[list[dict]]:
         for batch in self._run(self._keys, 0):
@@ -324,9 +345,12 @@ def build_detection_train_loader(
             f"({world})."
         )
     dataset_given = dataset
+    sequences = cfg.DATALOADER.SAMPLER_TRAIN == "SequenceSampler"
     if dataset is None:
         dataset = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+            cfg.DATASETS.TRAIN,
+            # a recurrent stream visits every window, labelled or not
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS and not sequences,
         )
     if not dataset:
         raise UserError(
@@ -338,27 +362,44 @@ def build_detection_train_loader(
         seed = int(cfg.SEED)
     elif seed is None:
         seed = int(torch.initial_seed() % (2**31))
+    ensure_event_cache(cfg, dataset)
     name = cfg.DATALOADER.SAMPLER_TRAIN
-    if name == "TrainingSampler":
+    if sequences:
+        seq = cfg.DATALOADER.SEQUENCE
+        stream = SequenceBatchStream(
+            SequenceLayout(dataset),
+            total // world,
+            seq.LENGTH,
+            seq.SAMPLING,
+            seed=seed,
+            rank=rank,
+            world_size=world,
+            stream_weight=seq.MIXED_STREAM_WEIGHT,
+            random_weight=seq.MIXED_RANDOM_WEIGHT,
+        )
+    elif name == "TrainingSampler":
         sampler = TrainingSampler(len(dataset), True, seed, rank, world)
     elif name == "RepeatFactorTrainingSampler":
         factors = repeat_factors_from_category_frequency(dataset, cfg.DATALOADER.REPEAT_THRESHOLD)
         sampler = RepeatFactorTrainingSampler(factors, True, seed, rank, world)
     else:
         raise UserError(
-            f"DATALOADER.SAMPLER_TRAIN must be TrainingSampler or RepeatFactorTrainingSampler, "
-            f"got '{name}'."
+            "DATALOADER.SAMPLER_TRAIN must be TrainingSampler, RepeatFactorTrainingSampler or "
+            f"SequenceSampler, got '{name}'."
         )
-    groups = None
-    if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
-        groups = [int(d.get("width", 1) > d.get("height", 1)) for d in dataset]
-    stream = GroupedBatchStream(sampler, total // world, groups)
+    if not sequences:
+        groups = None
+        if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
+            groups = [int(d.get("width", 1) > d.get("height", 1)) for d in dataset]
+        stream = GroupedBatchStream(sampler, total // world, groups)
     base = Counter()
     for n in cfg.DATASETS.TRAIN if dataset_given is None else ():
         meta = MetadataCatalog.get(n)
         if "json_file" in meta and "image_root" in meta.__dict__:
             stats = load_stats(meta.json_file)
-            base.update({k: stats.get(k, 0) for k in ("dropped_boxes", "clipped_boxes")})
+        else:
+            stats = event_load_stats(n)
+        base.update({k: stats.get(k, 0) for k in ("dropped_boxes", "clipped_boxes")})
     return TrainDataLoader(
         dataset,
         mapper,
@@ -370,6 +411,27 @@ def build_detection_train_loader(
     )
 
 
+def ensure_event_cache(cfg: Any, dataset: list[dict]) -> None:
+    """With ``INPUT.EVENTS.CACHE``, write the missing representation caches of the event
+    recordings in ``dataset`` (rank 0, before any worker starts; other ranks wait)."""
+    if not cfg.INPUT.EVENTS.CACHE or not any("window_index" in d for d in dataset[:1]):
+        return
+    from detlab.data.events.cache import RepresentationCache
+    from detlab.data.events.representations import build_representation
+    from detlab.data.mappers.event_mapper import event_cache_root
+    from detlab.utils import comm
+
+    if comm.is_main_process():
+        e = cfg.INPUT.EVENTS
+        cache = RepresentationCache(
+            event_cache_root(cfg), build_representation(cfg), e.DOWNSAMPLE, e.DOWNSAMPLE_MODE
+        )
+        n = cache.ensure(dataset)
+        if n:
+            logger.info("Wrote representation caches of %d recordings.", n)
+    comm.synchronize()
+
+
 def build_detection_test_loader(
     cfg: Any, dataset_name: str, *, mapper: Callable | None = None, batch_size: int | None = None
 ) -> TestDataLoader:
@@ -377,6 +439,7 @@ def build_detection_test_loader(
     register_from_config(cfg)
     rank, world = _dist()
     dataset = get_detection_dataset_dicts([dataset_name], filter_empty=False)
+    ensure_event_cache(cfg, dataset)
     mapper = mapper if mapper is not None else build_mapper(cfg, False)
     return TestDataLoader(
         dataset,

@@ -284,7 +284,8 @@ def gt_from_dataset_dicts(
 
     ``id_map`` is ``thing_dataset_id_to_contiguous_id``; contiguous ids are mapped back to the
     original ids with it (identity when None). ``thing_classes`` names the categories (default:
-    the contiguous id as text).
+    the contiguous id as text). Dicts with ``labelled: False`` (event windows without a label
+    timestamp) are left out.
     """
     if id_map:
         reverse = {int(c): int(d) for d, c in id_map.items()}
@@ -301,6 +302,8 @@ def gt_from_dataset_dicts(
         categories.append({"id": dataset_id, "name": name})
     images, annotations = [], []
     for d in dataset_dicts:
+        if d.get("labelled") is False:
+            continue  # event windows without a label timestamp are not evaluated
         images.append(
             {
                 "id": d["image_id"],

@@ -152,9 +152,12 @@ class COCOEvaluator(DatasetEvaluator):
         self._predictions = []
 
     def process(self, inputs: Sequence[Mapping[str, Any]], outputs: Sequence[Any]) -> None:
-        """Store each image's ``instances`` (XYXY boxes in original pixels) as COCO records."""
+        """Store each image's ``instances`` (XYXY boxes in original pixels) as COCO records;
+        inputs marked ``labelled: False`` (unlabelled event windows) are skipped."""
         id_map = self._id_map()
         for inp, out in zip(inputs, outputs, strict=True):
+            if inp.get("labelled") is False:
+                continue  # an event window without labels: streamed through, not evaluated
             inst = out["instances"] if isinstance(out, Mapping) else out
             n = len(inst)
             if n == 0:

@@ -12,8 +12,10 @@ def add_data_defaults(cfg: CN) -> None:
     # catalog names evaluated during and after training
     cfg.DATASETS.TEST = ("sar_ships_synth_val",)
     # COCO datasets registered from the config file, no Python needed. Each entry is a mapping
-    # {name: str, json_file: str, image_root: str}; relative paths are resolved against the
-    # directory of the config file that declares them.
+    # {name: str, json_file: str, image_root: str}; event recordings are entries {name,
+    # events_root, preset (etram | gen1 | gen4) or classes, class_ids, window_us, sensor_size,
+    # min_box_side}. Relative paths are resolved against the directory of the config file
+    # that declares them.
     cfg.DATASETS.REGISTER = []
 
     cfg.DATALOADER = CN()
@@ -21,8 +23,9 @@ def add_data_defaults(cfg: CN) -> None:
     # continues in-process at the same position with a warning.
     cfg.DATALOADER.NUM_WORKERS = 2
     cfg.DATALOADER.MAPPER = "DatasetMapper"  # name in MAPPER_REGISTRY
-    # "TrainingSampler" (seeded shuffle, every epoch a new permutation) or
-    # "RepeatFactorTrainingSampler" (images with rare classes repeated, LVIS-style).
+    # "TrainingSampler" (seeded shuffle, every epoch a new permutation),
+    # "RepeatFactorTrainingSampler" (images with rare classes repeated, LVIS-style) or
+    # "SequenceSampler" (clips of consecutive event windows, see DATALOADER.SEQUENCE).
     cfg.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
     # Repeat-factor threshold t: an image is repeated max(1, sqrt(t / f_c)) times per epoch,
     # f_c = fraction of training images holding its rarest class c (0 = no repeats).
@@ -31,8 +34,19 @@ def add_data_defaults(cfg: CN) -> None:
     cfg.DATALOADER.ASPECT_RATIO_GROUPING = True
     # Drop training images without any (non-crowd) box.
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
-    # Images a test loader puts in one batch.
+    # Images a test loader puts in one batch. Event windows are evaluated as one stream in
+    # order, so a recurrent model carries its state through each recording.
     cfg.DATALOADER.TEST_BATCH_SIZE = 1
+    # Sequence sampling for recurrent models (DATALOADER.SAMPLER_TRAIN "SequenceSampler"):
+    # SOLVER.IMS_PER_BATCH counts slots, each bringing a clip of up to LENGTH windows.
+    cfg.DATALOADER.SEQUENCE = CN()
+    # "stream": each slot plays recordings clip after clip and the recurrent state carries
+    # over between batches; "random": clips ending at a random labelled window, fresh state;
+    # "mixed": both in one batch, split by the weights below (as RVT).
+    cfg.DATALOADER.SEQUENCE.SAMPLING = "stream"
+    cfg.DATALOADER.SEQUENCE.LENGTH = 5  # windows per clip (backpropagation through time)
+    cfg.DATALOADER.SEQUENCE.MIXED_STREAM_WEIGHT = 1.0  # share of stream slots in "mixed"
+    cfg.DATALOADER.SEQUENCE.MIXED_RANDOM_WEIGHT = 1.0  # share of random slots in "mixed"
 
     cfg.INPUT = CN()
     # Shortest-edge sizes in training: one drawn per image ("choice") or uniform between
@@ -68,6 +82,33 @@ def add_data_defaults(cfg: CN) -> None:
     cfg.INPUT.SAR.BRIGHTNESS_CONTRAST_PROB = 0.5
     cfg.INPUT.SAR.SPECKLE_PROB = 0.0  # extra gamma speckle on the linear image
     cfg.INPUT.SAR.SPECKLE_LOOKS = (4.0, 16.0)  # looks of the extra speckle (uniform range)
+
+    # Event windows (EventWindowMapper): how a window of events becomes a tensor.
+    cfg.INPUT.EVENTS = CN()
+    # Name in REPRESENTATION_REGISTRY: "StackedHistogram" (RVT, 2·NUM_BINS uint8 channels),
+    # "VoxelGrid" (NUM_BINS channels, bilinear in time), "TimeSurface" (2 channels).
+    cfg.INPUT.EVENTS.REPRESENTATION = "StackedHistogram"
+    cfg.INPUT.EVENTS.NUM_BINS = 10  # time bins per window (histogram, voxel grid)
+    cfg.INPUT.EVENTS.COUNT_CUTOFF = 10  # histogram counts are clipped here (1..255)
+    cfg.INPUT.EVENTS.TAU_US = 50000.0  # time surface decay constant, µs
+    # Time surface memory: events this long before the window end count (0 = the window
+    # itself, -1 = the whole recording so far).
+    cfg.INPUT.EVENTS.HISTORY_US = 0
+    # Integer factor by which the sensor grid is reduced before the representation (RVT
+    # halves 1 Mpx data); "sum" keeps every event (f×f pixels add up), "nearest" keeps the
+    # events of one pixel per f×f block (RVT's nearest-exact downsampling).
+    cfg.INPUT.EVENTS.DOWNSAMPLE = 1
+    cfg.INPUT.EVENTS.DOWNSAMPLE_MODE = "sum"
+    # Compute every window once into HDF5 files (needs h5py) and train from those.
+    cfg.INPUT.EVENTS.CACHE = False
+    cfg.INPUT.EVENTS.CACHE_DIR = ""  # "" = $DETLAB_DATA/event_cache (also holds time indexes)
+    # Training augmentation (RVT's): horizontal flip, zoom in (crop, enlarge by up to
+    # ZOOM_IN_MAX), zoom out (shrink by up to ZOOM_OUT_MAX onto an empty canvas).
+    cfg.INPUT.EVENTS.HFLIP_PROB = 0.5
+    cfg.INPUT.EVENTS.ZOOM_IN_PROB = 0.0
+    cfg.INPUT.EVENTS.ZOOM_IN_MAX = 1.5
+    cfg.INPUT.EVENTS.ZOOM_OUT_PROB = 0.0
+    cfg.INPUT.EVENTS.ZOOM_OUT_MAX = 1.2
 
     # ClassAwareMapper: extra augmentation for images holding given classes. Each policy is
     # {classes: [names or contiguous ids], augmentations: [{name: ..., ...}], p: 1.0}.

@@ -43,6 +43,17 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.TIMM = CN()
     cfg.MODEL.TIMM.MODEL_NAME = "resnet18"
 
+    # Recurrent memory between backbone and neck (event streams): one cell per level, its
+    # state carried across the windows of a stream, reset where a recording starts.
+    cfg.MODEL.TEMPORAL = CN()
+    cfg.MODEL.TEMPORAL.NAME = ""  # name in TEMPORAL_REGISTRY: "" (none) | "ConvLSTM" | "ConvGRU"
+    # Backbone levels with a cell, e.g. ("res3", "res4", "res5"); () = those the neck reads.
+    cfg.MODEL.TEMPORAL.IN_FEATURES = ()
+    cfg.MODEL.TEMPORAL.KERNEL_SIZE = 3  # spatial kernel of the cells' convolutions
+    # Truncated backpropagation through time: the state is detached every K windows of a
+    # clip (0 = only between batches, i.e. through whole clips of DATALOADER.SEQUENCE.LENGTH).
+    cfg.MODEL.TEMPORAL.DETACH_EVERY = 0
+
     cfg.MODEL.NECK = CN()
     cfg.MODEL.NECK.NAME = "FPN"  # name in NECK_REGISTRY: "FPN" | "PAFPN"
     cfg.MODEL.FPN = CN()

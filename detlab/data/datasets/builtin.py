@@ -193,7 +193,10 @@ def register_synthetic_sar(
 
 
 def register_builtin() -> None:
-    """Register the four built-in synthetic sets (idempotent)."""
+    """Register the built-in synthetic SAR and event sets (idempotent)."""
+    from detlab.data.datasets.builtin_events import register_builtin_events
+
     for name, spec in BUILTIN_SYNTHETIC.items():
         if name not in DatasetCatalog:
             register_synthetic_sar(name, spec)
+    register_builtin_events()

@@ -190,7 +190,8 @@ def register_coco_instances(
 
 
 def register_from_config(cfg: Any) -> list[str]:
-    """Register every ``DATASETS.REGISTER`` entry (``{name, json_file, image_root}``).
+    """Register every ``DATASETS.REGISTER`` entry: ``{name, json_file, image_root}`` (COCO) or
+    ``{name, events_root, ...}`` (event recordings, see :mod:`detlab.data.datasets.events`).
 
     Entries already registered with the same files are skipped, so calling this twice is safe.
     Returns the names registered by the call.
@@ -198,10 +199,16 @@ def register_from_config(cfg: Any) -> list[str]:
     entries = list(cfg.DATASETS.REGISTER or [])
     done = []
     for i, entry in enumerate(entries):
+        if isinstance(entry, dict) and entry.get("name") and entry.get("events_root"):
+            from detlab.data.datasets.events import register_events_from_entry
+
+            if register_events_from_entry(i, entry):
+                done.append(str(entry["name"]))
+            continue
         if not isinstance(entry, dict) or not entry.get("name") or not entry.get("json_file"):
             raise UserError(
-                f"DATASETS.REGISTER[{i}] must be a mapping with name, json_file and image_root, "
-                f"got {entry!r}."
+                f"DATASETS.REGISTER[{i}] must be a mapping with name, json_file and image_root "
+                f"(or name and events_root for event recordings), got {entry!r}."
             )
         name = str(entry["name"])
         json_file = os.path.abspath(os.path.expanduser(str(entry["json_file"])))

@@ -3,12 +3,14 @@
 from detlab.data.mappers.build import MAPPER_REGISTRY
 from detlab.data.mappers.class_aware import ClassAwareMapper
 from detlab.data.mappers.dataset_mapper import DatasetMapper
+from detlab.data.mappers.event_mapper import EventWindowMapper
 from detlab.data.mappers.ship_sar import ShipSARMapper, sar_augmentations
 
 __all__ = [
     "MAPPER_REGISTRY",
     "ClassAwareMapper",
     "DatasetMapper",
+    "EventWindowMapper",
     "ShipSARMapper",
     "sar_augmentations",
 ]
