@@ -112,8 +112,11 @@ def parameters_without_grad(model: nn.Module, batch: list[dict]) -> list[str]:
 
 @contextlib.contextmanager
 def _trial_training_pass(model: nn.Module) -> Iterator[None]:
-    """Training mode for one trial pass; buffers (BN statistics) and the mode restored after."""
+    """Training mode for one trial pass; buffers (BN statistics), recurrent stream states and
+    the mode restored after."""
     buffers = {n: b.clone() for n, b in model.named_buffers()}
+    # recurrent stream states (event models) are restored too
+    streams = [(m, m.stream_state()) for m in model.modules() if hasattr(m, "load_stream_state")]
     was_training = model.training
     model.train()
     try:
@@ -123,4 +126,6 @@ def _trial_training_pass(model: nn.Module) -> Iterator[None]:
             for n, b in model.named_buffers():
                 if n in buffers:
                     b.copy_(buffers[n])
+        for m, state in streams:
+            m.load_stream_state(state)
         model.train(was_training)

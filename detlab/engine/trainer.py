@@ -177,6 +177,12 @@ class Trainer(TrainStepMixin):
             e = cfg.SOLVER.EARLY_STOPPING
             if e.ENABLED:
                 hooks.append(H.EarlyStopping(e.METRIC, e.MODE, e.PATIENCE, e.MIN_DELTA))
+        from detlab.modeling.temporal import stream_memories
+
+        if stream_memories(unwrap_model(self.model)):  # recurrent state travels with checkpoints
+            from detlab.engine.stream_state import StreamStateHook
+
+            hooks.append(StreamStateHook())
         hooks.append(H.PeriodicCheckpointer(self, cfg.SOLVER.CHECKPOINT_PERIOD))
         for name in cfg.TRAINER.EXTRA_HOOKS:
             hook_cls = HOOK_REGISTRY.get(name)

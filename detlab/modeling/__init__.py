@@ -4,12 +4,13 @@ Importing ``detlab.modeling`` registers the built-in components, so ``build_mode
 finds every name listed in the registries.
 """
 
-from detlab.modeling import backbone, heads, losses, meta_arch, neck  # noqa: F401 (registers)
+from detlab.modeling import backbone, heads, losses, meta_arch, neck, temporal  # noqa: F401
 from detlab.modeling.backbone.build import BACKBONE_REGISTRY, build_backbone
 from detlab.modeling.heads.build import HEAD_REGISTRY
 from detlab.modeling.losses.size_weights import SIZE_WEIGHT_REGISTRY, SizeWeighting
 from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model
 from detlab.modeling.neck.build import NECK_REGISTRY, build_neck
+from detlab.modeling.temporal import TEMPORAL_REGISTRY, RecurrentMemory, build_temporal
 from detlab.modeling.weights import format_load_report, load_weights
 
 __all__ = [
@@ -18,10 +19,13 @@ __all__ = [
     "META_ARCH_REGISTRY",
     "NECK_REGISTRY",
     "SIZE_WEIGHT_REGISTRY",
+    "TEMPORAL_REGISTRY",
+    "RecurrentMemory",
     "SizeWeighting",
     "build_backbone",
     "build_model",
     "build_neck",
+    "build_temporal",
     "format_load_report",
     "load_weights",
 ]

@@ -12,6 +12,7 @@ from detlab.modeling.heads.build import HEAD_REGISTRY
 from detlab.modeling.meta_arch.base import Detector, detector_base_config
 from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY
 from detlab.modeling.neck.build import build_neck
+from detlab.modeling.temporal import build_temporal, labelled_indices, stream_info
 from detlab.structures import Instances
 from detlab.utils.errors import UserError
 
@@ -39,6 +40,9 @@ class FCOS(Detector):
         neck: module over the backbone features returning ``p*`` levels.
         head: FCOS head taking ``(features, image_sizes, targets)``.
         in_features: neck levels fed to the head, finest first.
+        temporal: optional :class:`~detlab.modeling.temporal.RecurrentMemory` between backbone
+            and neck (event streams); with it, batches are streams of windows (see
+            :mod:`detlab.modeling.temporal.memory`) and only labelled windows give losses.
         pixel_mean, pixel_std, size_divisibility, channels_last: see :class:`Detector`.
     """
 
@@ -52,9 +56,11 @@ class FCOS(Detector):
         pixel_std: tuple[float, ...],
         size_divisibility: int = 32,
         channels_last: bool = False,
+        temporal: nn.Module | None = None,
     ) -> None:
         super().__init__(pixel_mean, pixel_std, size_divisibility, channels_last)
         self.backbone, self.neck, self.head = backbone, neck, head
+        self.temporal = temporal
         self.in_features = list(in_features)
         self.finish_init(backbone)
 
@@ -67,25 +73,56 @@ class FCOS(Detector):
         head_cls = HEAD_REGISTRY.get(cfg.MODEL.FCOS.HEAD_NAME)
         head = head_cls(**head_cls.from_config(cfg, {n: shapes[n] for n in names}))
         max_stride = max(s.stride for s in backbone.output_shape().values())
+        neck_in = list(getattr(neck, "in_features", backbone.output_shape()))
         return {
             "backbone": backbone,
             "neck": neck,
             "head": head,
             "in_features": names,
+            "temporal": build_temporal(cfg, backbone.output_shape(), neck_in),
             **detector_base_config(cfg, max_stride),
         }
 
-    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Backbone + neck on a preprocessed batch → the head's input levels."""
-        feats = self.neck(self.backbone(images))
+    def features(self, images: torch.Tensor, stream: Any = None) -> list[torch.Tensor]:
+        """Backbone (+ recurrent memory) + neck on a preprocessed batch → the head's levels."""
+        feats = self.backbone(images)
+        if self.temporal is not None:
+            feats = self.temporal(
+                feats, stream if stream is not None else stream_info([{}] * len(images))
+            )
+        feats = self.neck(feats)
         return [feats[n] for n in self.in_features]
 
     def forward(
         self, batched_inputs: list[dict[str, Any]]
     ) -> dict[str, torch.Tensor] | list[dict[str, Instances]]:
         images, sizes = self.preprocess(batched_inputs)
-        features = self.features(images)
+        stream = stream_info(batched_inputs) if self.temporal is not None else None
+        features = self.features(images, stream)
         if self.training:
+            keep = labelled_indices(batched_inputs)
+            if len(keep) < len(batched_inputs):  # windows without labels give no loss
+                if not keep:
+                    return self._zero_losses(features, sizes, batched_inputs)
+                index = torch.tensor(keep, device=images.device)
+                features = [f.index_select(0, index) for f in features]
+                batched_inputs = [batched_inputs[i] for i in keep]
+                sizes = [sizes[i] for i in keep]
             return self.head(features, sizes, self.prepare_targets(batched_inputs, sizes))
         results = self.head(features, sizes)
         return self.postprocess(results, batched_inputs, sizes)
+
+    def _zero_losses(self, features, sizes, batched_inputs) -> dict[str, torch.Tensor]:
+        """Losses of a batch without any labelled window: zeros that keep the graph."""
+        x = batched_inputs[0]
+        blank = dict(
+            x,
+            instances=Instances(
+                x["instances"].image_size,
+                boxes=x["instances"].boxes[:0],
+                classes=x["instances"].classes[:0],
+            ),
+        )
+        one = [f[:1] for f in features]
+        losses = self.head(one, sizes[:1], self.prepare_targets([blank], sizes[:1]))
+        return {k: v * 0.0 for k, v in losses.items()}
