@@ -14,8 +14,11 @@ A window is the events with timestamps in ``[t_start, t_end)`` (µs). Built-ins:
   means the window itself, -1 the whole recording; a history longer than the window makes the
   reader fetch older events.
 
-Events outside the sensor or the window are ignored. Counting runs in torch on one thread's
-worth of work (``index_add_`` into int16 with periodic clipping, so no count can overflow).
+Events outside the sensor or the window are ignored (checked with four reductions; a mask
+is built only when some event is outside). Indices are computed in place in NumPy; counting
+runs in torch: sparse windows (under one event per 32 output cells, usual at 1 Mpx) sort the
+events' cell indices and write only the cells hit; dense ones accumulate with ``index_add_``
+(int16 with periodic clipping, so no count can overflow; sums in float64).
 :func:`downsample_events` maps events to a coarser grid before any representation: ``"sum"``
 (``x // f``: every event kept, counts of f×f pixels add up) or ``"nearest"`` (keep the events
 of pixel ``f·i + f // 2`` only — what RVT's ``nearest-exact`` downsampling of a full-resolution
@@ -57,6 +60,9 @@ parameter (it keys the on-disk cache).
 )
 
 _CLIP_EVERY = 32767 - 255  # int16 accumulation stays exact between clips at <= 255
+# Below one event per this many output cells, counting the distinct cells (a sort of the
+# events) beats accumulating into, clipping and converting the whole dense tensor.
+_SPARSE_RATIO = 32
 
 
 class EventRepresentation:
@@ -87,10 +93,91 @@ class EventRepresentation:
         return out
 
     @staticmethod
-    def _coords(events: Events, height: int, width: int) -> tuple[torch.Tensor, ...]:
-        x, y, p, t = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)) for a in events)
-        inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-        return x, y, p, t, inside
+    def _valid(
+        events: Events,
+        height: int,
+        width: int,
+        t_start: int | None = None,
+        t_end: int | None = None,
+    ) -> tuple[np.ndarray, ...]:
+        """``x, y, p, t`` as int64/uint8 arrays, without the events outside the sensor (and
+        outside ``[t_start, t_end)`` when given); a mask is only built when one is needed."""
+        x, y = np.asarray(events.x, dtype=np.int64), np.asarray(events.y, dtype=np.int64)
+        p = (np.asarray(events.p) > 0).astype(np.int64)
+        t = np.asarray(events.t, dtype=np.int64)
+        if not len(t):
+            return x, y, p, t
+        ok = x.min() >= 0 and x.max() < width and y.min() >= 0 and y.max() < height
+        if t_start is not None:
+            ok = ok and t.min() >= t_start and t.max() < t_end
+        if ok:
+            return x, y, p, t
+        keep = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+        if t_start is not None:
+            keep &= (t >= t_start) & (t < t_end)
+        return x[keep], y[keep], p[keep], t[keep]
+
+
+def _pixel_index(
+    p: np.ndarray,
+    y: np.ndarray,
+    x: np.ndarray,
+    plane: np.ndarray | int,
+    planes: int,
+    height: int,
+    width: int,
+) -> np.ndarray:
+    """Flat index ``((p·planes + plane)·H + y)·W + x`` computed in place in one int64 array."""
+    flat = p * planes
+    flat += plane
+    flat *= height
+    flat += y
+    flat *= width
+    flat += x
+    return flat
+
+
+def _count(flat: np.ndarray, size: int, cutoff: int) -> torch.Tensor:
+    """uint8 counts of each index in ``[0, size)``, clipped at ``cutoff`` (<= 255)."""
+    idx = torch.from_numpy(flat)
+    if idx.numel() * _SPARSE_RATIO < size:  # few events: count the distinct cells
+        cells, counts = torch.unique(idx, return_counts=True)
+        out = torch.zeros(size, dtype=torch.uint8)
+        out[cells] = counts.clamp_(max=cutoff).to(torch.uint8)
+        return out
+    acc = torch.zeros(size, dtype=torch.int16)
+    one = torch.ones((), dtype=torch.int16)
+    for i in range(0, idx.numel(), _CLIP_EVERY):
+        part = idx[i : i + _CLIP_EVERY]
+        acc.index_add_(0, part, one.expand(part.numel()))
+        acc.clamp_(max=cutoff)
+    return acc.to(torch.uint8)
+
+
+def _bilinear(
+    idx: np.ndarray,
+    left_w: np.ndarray,
+    right_w: np.ndarray,
+    size: int,
+    shift: int,
+    skip: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Float64 sums over ``[0, size)`` of ``left_w`` at ``idx`` and ``right_w`` at
+    ``idx + shift`` (indices at or past ``size`` fall off), without the first ``skip``
+    cells, as ``dtype``."""
+    if idx.size * _SPARSE_RATIO < size:  # few events: sum per distinct cell
+        flat = torch.from_numpy(np.concatenate([idx, idx + shift]))
+        w = torch.from_numpy(np.concatenate([left_w, right_w]))
+        keep = (flat >= skip) & (flat < size)
+        cells, inverse = torch.unique(flat[keep] - skip, return_inverse=True)
+        sums = torch.zeros(cells.numel(), dtype=torch.float64).index_add_(0, inverse, w[keep])
+        out = torch.from_numpy(np.zeros(size - skip, dtype=np.float64)).to(dtype)
+        out[cells] = sums.to(dtype)
+        return out
+    out = np.bincount(idx, weights=left_w, minlength=size + shift)
+    out[shift:] += np.bincount(idx, weights=right_w, minlength=size + shift)[:-shift]
+    return torch.from_numpy(out[skip:size]).to(dtype)
 
 
 @REPRESENTATION_REGISTRY.register()
@@ -114,23 +201,13 @@ class StackedHistogram(EventRepresentation):
         return f"hist_T{self.num_bins}_c{self.count_cutoff}"
 
     def __call__(self, events, t_start, t_end, height, width):
-        nb = self.num_bins
-        out = torch.zeros(2 * nb * height * width, dtype=torch.int16)
-        if len(events):
-            x, y, p, t, keep = self._coords(events, height, width)
-            b = torch.div(
-                (t - int(t_start)) * nb, max(int(t_end) - int(t_start), 1), rounding_mode="floor"
-            )
-            keep &= (b >= 0) & (b < nb)
-            flat = (((p.clamp(0, 1) * nb + b) * height + y) * width + x)[keep]
-            one = torch.ones((), dtype=torch.int16)
-            for i in range(0, flat.numel(), _CLIP_EVERY):
-                part = flat[i : i + _CLIP_EVERY]
-                out.index_add_(0, part, one.expand(part.numel()))
-                if i + _CLIP_EVERY < flat.numel():
-                    out.clamp_(max=self.count_cutoff)
-        out.clamp_(max=self.count_cutoff)
-        return out.to(torch.uint8).view(2 * nb, height, width)
+        nb, size = self.num_bins, 2 * self.num_bins * height * width
+        x, y, p, t = self._valid(events, height, width, int(t_start), int(t_end))
+        b = t - int(t_start)
+        b *= nb
+        b //= max(int(t_end) - int(t_start), 1)
+        flat = _pixel_index(p, y, x, b, nb, height, width)
+        return _count(flat, size, self.count_cutoff).view(2 * nb, height, width)
 
 
 @REPRESENTATION_REGISTRY.register()
@@ -150,21 +227,29 @@ class VoxelGrid(EventRepresentation):
         return f"voxel_B{self.num_bins}"
 
     def __call__(self, events, t_start, t_end, height, width):
-        nb = self.num_bins
-        out = torch.zeros(nb * height * width, dtype=torch.float64)
-        if len(events):
-            x, y, p, t, inside = self._coords(events, height, width)
-            span = max(int(t_end) - int(t_start), 1)
-            ts = (nb - 1) * (t - int(t_start)).to(torch.float64) / span
-            left = ts.floor()
-            frac = ts - left
-            left = left.long()
-            pol = (2 * p.clamp(0, 1) - 1).to(torch.float64)
-            pix = y * width + x
-            for b, w in ((left, pol * (1 - frac)), (left + 1, pol * frac)):
-                keep = inside & (b >= 0) & (b < nb)
-                out.index_add_(0, (b * (height * width) + pix)[keep], w[keep])
-        return out.to(self.dtype).view(nb, height, width)
+        nb, plane = self.num_bins, height * width
+        x, y, p, t = self._valid(events, height, width)
+        ts = (t - int(t_start)).astype(np.float64)
+        ts *= nb - 1
+        ts /= max(int(t_end) - int(t_start), 1)
+        left = np.floor(ts)
+        ts -= left  # now the fraction of the way to the next bin
+        pol = p.astype(np.float64)
+        pol *= 2
+        pol -= 1
+        right_w = pol * ts
+        pol -= right_w  # now the left bin's weight
+        # one leading plane for left bin -1 (events just before t_start), one trailing for nb
+        idx = left.astype(np.int64)
+        idx += 1
+        if idx.size and (idx.min() < 0 or idx.max() > nb):  # events far outside the window
+            keep = (idx >= 0) & (idx <= nb)
+            idx, x, y, pol, right_w = idx[keep], x[keep], y[keep], pol[keep], right_w[keep]
+        idx *= plane
+        idx += y * width
+        idx += x
+        out = _bilinear(idx, pol, right_w, (nb + 1) * plane, plane, plane, self.dtype)
+        return out.view(nb, height, width)
 
 
 @REPRESENTATION_REGISTRY.register()
@@ -190,14 +275,13 @@ class TimeSurface(EventRepresentation):
     def _surface(self, last: np.ndarray, t_end: int, since: int, height: int, width: int):
         out = np.zeros(last.shape, np.float32)
         seen = last >= since
-        out[seen] = np.exp((last[seen] - int(t_end)) / self.tau_us)
+        age = (last[seen] - int(t_end)) / self.tau_us
+        out[seen] = np.exp(age.astype(np.float32))  # float32 exp: the output's precision
         return torch.from_numpy(out).view(2, height, width)
 
     def _update(self, last: np.ndarray, events: Events, t_end: int, height: int, width: int):
-        x, y, p, t, keep = self._coords(events, height, width)
-        keep &= t < int(t_end)
-        flat = ((p.clamp(0, 1) * height + y) * width + x)[keep].numpy()
-        np.maximum.at(last, flat, t[keep].numpy())
+        x, y, p, t = self._valid(events, height, width, np.iinfo(np.int64).min, int(t_end))
+        np.maximum.at(last, _pixel_index(p, y, x, 0, 1, height, width), t)
 
     def _since(self, t_start: int, t_end: int) -> int:
         return int(t_start) if self.history_us == 0 else int(t_end) - self.history_us
