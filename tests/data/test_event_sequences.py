@@ -301,3 +301,36 @@ def test_evaluation_counts_only_labelled_windows(recordings):
     assert res["AP50"] == pytest.approx(100.0)  # unlabelled windows neither help nor hurt
     gt_images = ev._load_gt()["images"]
     assert len(gt_images) == sum(d["labelled"] for d in dicts)
+
+
+@pytest.mark.parametrize("rep", ["StackedHistogram", "TimeSurface"])
+def test_hdf5_cache_gives_the_same_tensors(recordings, tmp_path, monkeypatch, rep):
+    pytest.importorskip("h5py")
+    import os
+
+    import detlab.data.events.cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "_WINDOWS_PER_READ", 3)  # several reads per recording
+    name = recordings()
+    cfg = _cfg(name)
+    cfg.INPUT.EVENTS.REPRESENTATION = rep
+    cfg.INPUT.EVENTS.HISTORY_US = 120_000  # the time surface reaches back over 2+ windows
+    cfg.INPUT.EVENTS.DOWNSAMPLE = 2
+    cfg.MODEL.BACKBONE.IN_CHANNELS = 4 if rep == "StackedHistogram" else 2
+    cfg.INPUT.EVENTS.CACHE_DIR = str(tmp_path / "cache")
+    plain = [x for b in build_detection_test_loader(cfg, name) for x in b]
+    cfg.INPUT.EVENTS.CACHE = True
+    cached = [x for b in build_detection_test_loader(cfg, name) for x in b]
+    files = os.listdir(tmp_path / "cache" / "repr")
+    assert len([f for f in files if f.endswith(".h5")]) == 3
+    for a, b in zip(plain, cached, strict=True):
+        assert a["image_id"] == b["image_id"]
+        torch.testing.assert_close(a["image"], b["image"], atol=1e-6, rtol=0)
+    mtimes = {f: os.path.getmtime(tmp_path / "cache" / "repr" / f) for f in files}
+    build_detection_test_loader(cfg, name)  # present caches are not rewritten
+    assert mtimes == {f: os.path.getmtime(tmp_path / "cache" / "repr" / f) for f in files}
+    cfg.INPUT.EVENTS.NUM_BINS = 3  # another representation: another cache file
+    cfg.MODEL.BACKBONE.IN_CHANNELS = 6 if rep == "StackedHistogram" else 2
+    cfg.INPUT.EVENTS.TAU_US = 1000.0
+    build_detection_test_loader(cfg, name)
+    assert len(os.listdir(tmp_path / "cache" / "repr")) == 6
