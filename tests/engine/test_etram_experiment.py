@@ -68,11 +68,10 @@ def _etram_folder(root, seed):
 @pytest.mark.slow
 def test_etram_layout_trains_evaluates_and_ranks(tmp_path):
     pytest.importorskip("h5py")
-    from detlab.engine import Trainer, default_setup
-    from detlab.evaluation.cli import main as eval_main
-
     from detlab.data import DatasetCatalog, MetadataCatalog
     from detlab.data.datasets.events import forget_event_dataset
+    from detlab.engine import Trainer, default_setup
+    from detlab.evaluation.cli import main as eval_main
 
     _etram_folder(tmp_path / "etram" / "train", seed=1)
     _etram_folder(tmp_path / "etram" / "val", seed=2)
