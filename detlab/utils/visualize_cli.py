@@ -117,25 +117,34 @@ def load_model_for_inference(cfg: Any) -> Any:
     return model.eval()
 
 
-def predict_images(cfg: Any, model: Any, dicts: Sequence[dict]) -> dict[Any, dict]:
-    """Run ``model`` (eval mode) on dataset dicts with the inference mapper."""
+def predict_images(
+    cfg: Any, model: Any, dicts: Sequence[dict], dataset: Sequence[dict] | None = None
+) -> dict[Any, dict]:
+    """Run ``model`` (eval mode) on dataset dicts with the inference mapper. A recurrent model
+    on event windows first streams each window's predecessors from ``dataset`` (its memory)."""
     import torch
 
     from detlab.data import build_mapper
 
     mapper = build_mapper(cfg, is_train=False)
     out: dict[Any, dict] = {}
-    with torch.no_grad():
-        for d in dicts:
-            inp = mapper(d)
-            if inp is None:
-                continue
-            inst = model([inp])[0]["instances"]
-            out[d["image_id"]] = {
-                "boxes": inst.boxes.cpu().numpy(),
-                "classes": inst.classes.cpu().numpy(),
-                "scores": inst.scores.cpu().numpy(),
-            }
+    if getattr(model, "temporal", None) is not None and all("window_index" in d for d in dicts):
+        from detlab.engine.stream_inference import predict_stream_windows
+
+        found = predict_stream_windows(model, mapper, dataset or dicts, dicts)
+    else:
+        found = {}
+        with torch.no_grad():
+            for d in dicts:
+                inp = mapper(d)
+                if inp is not None:
+                    found[d["image_id"]] = model([inp])[0]["instances"]
+    for image_id, inst in found.items():
+        out[image_id] = {
+            "boxes": inst.boxes.cpu().numpy(),
+            "classes": inst.classes.cpu().numpy(),
+            "scores": inst.scores.cpu().numpy(),
+        }
     return out
 
 
@@ -167,7 +176,12 @@ def visualize_dataset(
     os.makedirs(output_dir, exist_ok=True)
     written = []
     for d in dicts:
-        raw = read_image(d["file_name"])
+        if "t_end_us" in d:  # an event window: its events as a picture
+            from detlab.data.events.display import event_window_image
+
+            raw = event_window_image(d)
+        else:
+            raw = read_image(d["file_name"])
         if raw is None:
             continue
         canvas = to_display_image(raw, scaling=scaling)
@@ -234,7 +248,7 @@ def _run(args: argparse.Namespace) -> int:
             id_map = meta.get("thing_dataset_id_to_contiguous_id")
             predictions = load_predictions_json(args.predictions, id_map)
         else:
-            predictions = predict_images(cfg, load_model_for_inference(cfg), chosen)
+            predictions = predict_images(cfg, load_model_for_inference(cfg), chosen, dicts)
     paths = visualize_dataset(
         chosen,
         os.path.join(args.output, name),

@@ -334,3 +334,73 @@ def test_hdf5_cache_gives_the_same_tensors(recordings, tmp_path, monkeypatch, re
     cfg.INPUT.EVENTS.TAU_US = 1000.0
     build_detection_test_loader(cfg, name)
     assert len(os.listdir(tmp_path / "cache" / "repr")) == 6
+
+
+def test_inspect_events_tool(recordings, tmp_path, capsys):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "datasets", "inspect_events.py")
+    spec = importlib.util.spec_from_file_location("inspect_events", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    root = str(tmp_path / "split")
+    args = ["--root", root, "--classes", "a", "b", "--sensor-size", str(H), str(W)]
+    assert tool.main(args) == 0
+    out = capsys.readouterr().out
+    assert "3 recordings" in out and "rec1_td.dat" in out
+    assert "boxes per class: a 2, b 20" in out  # rec0: 19 b; rec1: a at 100/150 ms, b at 700
+    assert "dropped_boxes 2" in out and "clipped_boxes 1" in out
+    assert tool.main(["--root", str(tmp_path / "nope"), "--preset", "gen1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_visualize_event_windows_with_a_recurrent_model(recordings, tmp_path, monkeypatch):
+    import cv2
+
+    from detlab.engine import stream_inference
+    from detlab.modeling import build_model
+    from detlab.utils.visualize_cli import main as visualize
+
+    name = recordings()
+    cfg = _cfg(name)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.BACKBONE.NAME = "tiny_resnet"
+    cfg.MODEL.RESNETS.WIDTH_MULT = 0.25
+    cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = (0.0,) * 4, (1.0,) * 4
+    cfg.MODEL.FPN.TOP_BLOCK = "none"
+    cfg.MODEL.FCOS.NUM_CLASSES = 2
+    cfg.MODEL.TEMPORAL.NAME = "ConvGRU"
+    weights = tmp_path / "m.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    cfg_file = tmp_path / "c.yaml"
+    cfg.DATASETS.TEST = (name,)
+    cfg_file.write_text(cfg.dump())
+    streamed = []
+    original = stream_inference.predict_stream_windows
+
+    def spy(model, mapper, dataset, chosen, warmup=20):
+        streamed.append((len(dataset), [d["window_index"] for d in chosen]))
+        return original(model, mapper, dataset, chosen, warmup)
+
+    monkeypatch.setattr(stream_inference, "predict_stream_windows", spy)
+    dicts = DatasetCatalog.get(name)
+    ids = [str(dicts[5]["image_id"]), str(dicts[30]["image_id"])]
+    code = visualize(
+        [
+            "--config-file",
+            str(cfg_file),
+            "--image-ids",
+            *ids,
+            "--output",
+            str(tmp_path / "vis"),
+            "MODEL.WEIGHTS",
+            str(weights),
+        ]
+    )
+    assert code == 0
+    assert streamed == [(len(dicts), [5, dicts[30]["window_index"]])]
+    files = sorted((tmp_path / "vis" / name).iterdir())
+    assert len(files) == 2
+    img = cv2.imread(str(files[0]))
+    assert img.shape == (H, W, 3) and img.max() > 0  # the window's events are drawn

@@ -124,8 +124,11 @@ class EventWindowMapper:
         )
         return self.rep(events, t_start, t_end, h, w)
 
-    def __call__(self, dataset_dict: dict, rng: np.random.Generator) -> dict[str, Any]:
+    def __call__(
+        self, dataset_dict: dict, rng: np.random.Generator | None = None
+    ) -> dict[str, Any]:
         d = dataset_dict
+        rng = np.random.default_rng() if rng is None else rng
         image = self.represent(d).to(torch.float32)
         _, h, w = image.shape
         f = float(self.downsample)
