@@ -1,7 +1,8 @@
-"""Data: dataset catalog, built-in datasets, mappers, samplers and loaders.
+"""Data: dataset catalog, built-in datasets, event recordings, mappers, samplers and loaders.
 
 Importing this package registers the built-in synthetic SAR datasets (``sar_ships_synth_*``,
-``sar_vessels_synth_*``); their files are generated only when first used.
+``sar_vessels_synth_*``) and synthetic event recordings (``events_synth_*``); their files are
+generated only when first used.
 """
 
 from detlab.data.build import (
@@ -23,7 +24,8 @@ from detlab.data.datasets import (
     register_from_config,
     register_synthetic_sar,
 )
-from detlab.data.mappers import ClassAwareMapper, DatasetMapper, ShipSARMapper
+from detlab.data.datasets.events import register_event_sequences
+from detlab.data.mappers import ClassAwareMapper, DatasetMapper, EventWindowMapper, ShipSARMapper
 from detlab.data.mappers.build import MAPPER_REGISTRY
 from detlab.data.samplers import (
     InferenceSampler,
@@ -31,6 +33,7 @@ from detlab.data.samplers import (
     TrainingSampler,
     repeat_factors_from_category_frequency,
 )
+from detlab.data.sequence_samplers import SequenceBatchStream, SequenceLayout
 from detlab.data.stats import dataset_stats, format_dataset_stats
 
 register_builtin()
@@ -40,10 +43,13 @@ __all__ = [
     "ClassAwareMapper",
     "DatasetCatalog",
     "DatasetMapper",
+    "EventWindowMapper",
     "InferenceSampler",
     "Metadata",
     "MetadataCatalog",
     "RepeatFactorTrainingSampler",
+    "SequenceBatchStream",
+    "SequenceLayout",
     "ShipSARMapper",
     "SyntheticSARSpec",
     "TestDataLoader",
@@ -60,6 +66,7 @@ __all__ = [
     "load_coco_json",
     "register_builtin",
     "register_coco_instances",
+    "register_event_sequences",
     "register_from_config",
     "register_synthetic_sar",
     "repeat_factors_from_category_frequency",
