@@ -32,6 +32,7 @@ from detlab.data import counters
 from detlab.data.catalog import DatasetCatalog, MetadataCatalog
 from detlab.data.datasets.coco import load_stats, register_from_config
 from detlab.data.datasets.events import event_load_stats
+from detlab.data.events.cache import ensure_event_cache
 from detlab.data.mappers.build import MAPPER_REGISTRY
 from detlab.data.samplers import (
     GroupedBatchStream,
@@ -40,7 +41,7 @@ from detlab.data.samplers import (
     TrainingSampler,
     repeat_factors_from_category_frequency,
 )
-from detlab.data.sequence_samplers import SequenceBatchStream, SequenceLayout, sequence_starts
+from detlab.data.sequence_samplers import SequenceBatchStream, sequence_starts
 from detlab.utils.errors import UserError
 
 __all__ = [
@@ -365,18 +366,8 @@ def build_detection_train_loader(
     ensure_event_cache(cfg, dataset)
     name = cfg.DATALOADER.SAMPLER_TRAIN
     if sequences:
-        seq = cfg.DATALOADER.SEQUENCE
-        stream = SequenceBatchStream(
-            SequenceLayout(dataset),
-            total // world,
-            seq.LENGTH,
-            seq.SAMPLING,
-            seed=seed,
-            rank=rank,
-            world_size=world,
-            stream_weight=seq.MIXED_STREAM_WEIGHT,
-            random_weight=seq.MIXED_RANDOM_WEIGHT,
-        )
+        args = SequenceBatchStream.from_config(cfg, dataset, seed=seed, rank=rank, world_size=world)
+        stream = SequenceBatchStream(**args)
     elif name == "TrainingSampler":
         sampler = TrainingSampler(len(dataset), True, seed, rank, world)
     elif name == "RepeatFactorTrainingSampler":
@@ -409,27 +400,6 @@ def build_detection_train_loader(
         start_iter=start_iter,
         base_stats=dict(base),
     )
-
-
-def ensure_event_cache(cfg: Any, dataset: list[dict]) -> None:
-    """With ``INPUT.EVENTS.CACHE``, write the missing representation caches of the event
-    recordings in ``dataset`` (rank 0, before any worker starts; other ranks wait)."""
-    if not cfg.INPUT.EVENTS.CACHE or not any("window_index" in d for d in dataset[:1]):
-        return
-    from detlab.data.events.cache import RepresentationCache
-    from detlab.data.events.representations import build_representation
-    from detlab.data.mappers.event_mapper import event_cache_root
-    from detlab.utils import comm
-
-    if comm.is_main_process():
-        e = cfg.INPUT.EVENTS
-        cache = RepresentationCache(
-            event_cache_root(cfg), build_representation(cfg), e.DOWNSAMPLE, e.DOWNSAMPLE_MODE
-        )
-        n = cache.ensure(dataset)
-        if n:
-            logger.info("Wrote representation caches of %d recordings.", n)
-    comm.synchronize()
 
 
 def build_detection_test_loader(

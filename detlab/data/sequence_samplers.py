@@ -141,6 +141,24 @@ class SequenceBatchStream:
             )
         self._epochs: dict[int, tuple[list[int], list[int]]] = {}  # slot -> (starts, pieces)
 
+    @classmethod
+    def from_config(
+        cls, cfg: Any, dicts: Sequence[dict], *, seed: int, rank: int = 0, world_size: int = 1
+    ) -> dict[str, Any]:
+        """Arguments from ``DATALOADER.SEQUENCE`` and ``SOLVER.IMS_PER_BATCH`` (total slots)."""
+        seq = cfg.DATALOADER.SEQUENCE
+        return {
+            "layout": SequenceLayout(dicts),
+            "batch_size": int(cfg.SOLVER.IMS_PER_BATCH) // world_size,
+            "length": seq.LENGTH,
+            "sampling": seq.SAMPLING,
+            "seed": seed,
+            "rank": rank,
+            "world_size": world_size,
+            "stream_weight": seq.MIXED_STREAM_WEIGHT,
+            "random_weight": seq.MIXED_RANDOM_WEIGHT,
+        }
+
     # ------------------------------------------------------------------ stream slots
     def _slot_epoch(self, g: int, epoch: int) -> list[int]:
         """Pieces of global stream slot ``g`` in ``epoch`` (indices into ``self.pieces``)."""

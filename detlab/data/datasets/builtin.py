@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 
 import cv2
@@ -31,6 +32,7 @@ from detlab.utils.errors import UserError
 
 __all__ = [
     "BUILTIN_SYNTHETIC",
+    "build_folder_once",
     "data_root",
     "generate_synthetic_sar",
     "register_builtin",
@@ -97,22 +99,26 @@ def _coco(spec: SyntheticSARSpec, records: list[tuple[str, list[dict], dict]]) -
     }
 
 
-def generate_synthetic_sar(out_dir: str, spec: SyntheticSARSpec) -> str:
-    """Write ``spec`` as images + ``annotations.json`` into ``out_dir`` (atomically).
+def build_folder_once(
+    out_dir: str, fingerprint: str, fill: Callable[[str], None], what: str
+) -> str:
+    """Create ``out_dir`` by ``fill(temporary folder)`` and a rename, unless it already holds a
+    complete copy with the same ``fingerprint``; returns ``out_dir``.
 
-    Returns the json path. If ``out_dir`` already holds a complete copy, nothing is written.
+    Concurrent callers each fill a private temporary folder; the first rename wins and the
+    others read its copy. A stale incomplete folder in the way is replaced. ``what`` names
+    the content in messages ("synthetic SAR set").
     """
     out_dir = os.path.abspath(out_dir)
-    json_path = os.path.join(out_dir, "annotations.json")
     done = os.path.join(out_dir, _DONE)
     if os.path.isfile(done):
         with open(done, encoding="utf-8") as f:
-            if f.read().strip() != spec.fingerprint():
+            if f.read().strip() != fingerprint:
                 raise UserError(
-                    f"{out_dir} already holds a different synthetic SAR set; choose another "
-                    "output folder or delete it."
+                    f"{out_dir} already holds a different {what}; choose another output "
+                    "folder or delete it."
                 )
-        return json_path
+        return out_dir
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise UserError(f"{out_dir} exists and is not empty; choose another output folder.")
     parent = os.path.dirname(out_dir)
@@ -120,6 +126,33 @@ def generate_synthetic_sar(out_dir: str, spec: SyntheticSARSpec) -> str:
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     try:
         t0 = time.time()
+        fill(tmp)
+        with open(os.path.join(tmp, _DONE), "w", encoding="utf-8") as f:
+            f.write(fingerprint + "\n")
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            # Another process finished first (or a stale incomplete folder is in the way).
+            if not os.path.isfile(done):
+                stale = f"{out_dir}.stale-{uuid.uuid4().hex[:8]}"
+                os.rename(out_dir, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+                os.rename(tmp, out_dir)
+        else:
+            logger.info("Generated the %s in %s (%.1f s).", what, out_dir, time.time() - t0)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def generate_synthetic_sar(out_dir: str, spec: SyntheticSARSpec) -> str:
+    """Write ``spec`` as images + ``annotations.json`` into ``out_dir`` (atomically).
+
+    Returns the json path. If ``out_dir`` already holds a complete copy, nothing is written.
+    """
+
+    def fill(tmp: str) -> None:
         os.makedirs(os.path.join(tmp, "images"))
         records = []
         params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if spec.ext == "png" else []
@@ -131,28 +164,10 @@ def generate_synthetic_sar(out_dir: str, spec: SyntheticSARSpec) -> str:
             records.append((fname, anns, info))
         with open(os.path.join(tmp, "annotations.json"), "w", encoding="utf-8") as f:
             json.dump(_coco(spec, records), f)
-        with open(os.path.join(tmp, _DONE), "w", encoding="utf-8") as f:
-            f.write(spec.fingerprint() + "\n")
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            # Another process finished first (or a stale incomplete folder is in the way).
-            if not os.path.isfile(os.path.join(out_dir, _DONE)):
-                stale = f"{out_dir}.stale-{uuid.uuid4().hex[:8]}"
-                os.rename(out_dir, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-                os.rename(tmp, out_dir)
-        else:
-            logger.info(
-                "Generated %d synthetic SAR images in %s (%.1f s).",
-                spec.num_images,
-                out_dir,
-                time.time() - t0,
-            )
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return json_path
+
+    what = f"synthetic SAR set ({spec.num_images} images)"
+    folder = build_folder_once(out_dir, spec.fingerprint(), fill, what)
+    return os.path.join(folder, "annotations.json")
 
 
 def _folder(name: str, spec: SyntheticSARSpec, root: str | None) -> str:

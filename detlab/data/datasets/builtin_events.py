@@ -14,18 +14,14 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import shutil
-import tempfile
-import time
-import uuid
 from dataclasses import replace
 
-from detlab.data.catalog import DatasetCatalog, MetadataCatalog
-from detlab.data.datasets.events import load_event_sequences
+from detlab.data.catalog import DatasetCatalog
+from detlab.data.datasets.builtin import build_folder_once
+from detlab.data.datasets.events import load_event_sequences, set_event_metadata
 from detlab.data.datasets.synthetic_events import SyntheticEventSpec, render_recording
 from detlab.data.events.labels import save_labels
 from detlab.data.events.writers import write_events
-from detlab.utils.errors import UserError
 
 __all__ = [
     "BUILTIN_SYNTHETIC_EVENTS",
@@ -64,53 +60,20 @@ def generate_synthetic_events(out_dir: str, spec: SyntheticEventSpec, workers: i
 
     ``workers`` processes render in parallel (0: up to 2, as many as there are cores).
     """
-    out_dir = os.path.abspath(out_dir)
-    done = os.path.join(out_dir, _DONE)
-    if os.path.isfile(done):
-        with open(done, encoding="utf-8") as f:
-            if f.read().strip() != spec.fingerprint():
-                raise UserError(
-                    f"{out_dir} already holds a different synthetic event set; choose another "
-                    "output folder or delete it."
-                )
-        return out_dir
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise UserError(f"{out_dir} exists and is not empty; choose another output folder.")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-    try:
-        t0 = time.time()
+
+    def fill(tmp: str) -> None:
         jobs = [(spec, i, tmp) for i in range(spec.num_sequences)]
-        workers = workers or min(2, os.cpu_count() or 1)
-        if workers > 1 and len(jobs) >= 16:  # a pool pays off only for larger sets
+        n = workers or min(2, os.cpu_count() or 1)
+        if n > 1 and len(jobs) >= 16:  # a pool pays off only for larger sets
             # spawn, not fork: forked children of a process that ran OpenCV threads can hang
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            with multiprocessing.get_context("spawn").Pool(n) as pool:
                 pool.map(_write_one, jobs, chunksize=1)
         else:
             for job in jobs:
                 _write_one(job)
-        with open(os.path.join(tmp, _DONE), "w", encoding="utf-8") as f:
-            f.write(spec.fingerprint() + "\n")
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            if not os.path.isfile(done):  # a stale incomplete folder is in the way
-                stale = f"{out_dir}.stale-{uuid.uuid4().hex[:8]}"
-                os.rename(out_dir, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-                os.rename(tmp, out_dir)
-        else:
-            logger.info(
-                "Generated %d synthetic event recordings in %s (%.1f s).",
-                spec.num_sequences,
-                out_dir,
-                time.time() - t0,
-            )
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+
+    what = f"synthetic event set ({spec.num_sequences} recordings)"
+    return build_folder_once(out_dir, spec.fingerprint(), fill, what)
 
 
 def _folder(name: str, spec: SyntheticEventSpec, root: str | None) -> str:
@@ -139,13 +102,7 @@ def register_synthetic_events(name: str, spec: SyntheticEventSpec, root: str | N
         return list(cache[folder])
 
     DatasetCatalog.register(name, load)
-    MetadataCatalog.get(name).set(
-        thing_classes=classes,
-        thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(classes))},
-        thing_contiguous_id_to_dataset_id={i: i + 1 for i in range(len(classes))},
-        evaluator_type="coco",
-        window_us=spec.label_period_us,
-    )
+    set_event_metadata(name, classes, spec.label_period_us)
 
 
 def register_builtin_events() -> None:

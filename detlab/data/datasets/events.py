@@ -44,6 +44,7 @@ __all__ = [
     "load_event_sequences",
     "register_event_sequences",
     "register_events_from_entry",
+    "set_event_metadata",
     "window_grid",
 ]
 
@@ -315,14 +316,18 @@ def register_event_sequences(
             return list(_LOADED[name][0])
 
     DatasetCatalog.register(name, load)
+    set_event_metadata(name, classes, window_us, events_root=root, **metadata)
+
+
+def set_event_metadata(name: str, classes: list[str], window_us: int, **extra: Any) -> None:
+    """Class names, COCO category ids ``1..K`` (stable across runs) and window length."""
     MetadataCatalog.get(name).set(
-        thing_classes=classes,
+        thing_classes=list(classes),
         thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(classes))},
         thing_contiguous_id_to_dataset_id={i: i + 1 for i in range(len(classes))},
         evaluator_type="coco",
-        events_root=root,
         window_us=int(window_us),
-        **metadata,
+        **extra,
     )
 
 

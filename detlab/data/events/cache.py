@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from detlab.data.events.index import get_index
 from detlab.data.events.readers import Events, open_events, require_h5py
 from detlab.data.events.representations import EventRepresentation, downsample_events
 
-__all__ = ["RepresentationCache"]
+__all__ = ["RepresentationCache", "ensure_event_cache", "event_cache_root"]
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -149,6 +150,34 @@ class RepresentationCache:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+
+def event_cache_root(cfg: Any) -> str:
+    """``INPUT.EVENTS.CACHE_DIR``, or ``$DETLAB_DATA/event_cache`` when empty."""
+    if cfg.INPUT.EVENTS.CACHE_DIR:
+        return os.path.abspath(os.path.expanduser(cfg.INPUT.EVENTS.CACHE_DIR))
+    from detlab.data.datasets.builtin import data_root
+
+    return os.path.join(data_root(), "event_cache")
+
+
+def ensure_event_cache(cfg: Any, dataset: list[dict]) -> None:
+    """With ``INPUT.EVENTS.CACHE``, write the missing representation caches of the event
+    recordings in ``dataset`` (rank 0, before any worker starts; other ranks wait)."""
+    if not cfg.INPUT.EVENTS.CACHE or not any("window_index" in d for d in dataset[:1]):
+        return
+    from detlab.data.events.representations import build_representation
+    from detlab.utils import comm
+
+    if comm.is_main_process():
+        e = cfg.INPUT.EVENTS
+        cache = RepresentationCache(
+            event_cache_root(cfg), build_representation(cfg), e.DOWNSAMPLE, e.DOWNSAMPLE_MODE
+        )
+        n = cache.ensure(dataset)
+        if n:
+            logger.info("Wrote representation caches of %d recordings.", n)
+    comm.synchronize()
 
 
 def _compression() -> dict:

@@ -17,7 +17,6 @@ back by exactly the downsampling factor), ``image_id``, ``file_name``, ``labelle
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from detlab.data import counters
-from detlab.data.events.cache import RepresentationCache
+from detlab.data.events.cache import RepresentationCache, event_cache_root
 from detlab.data.events.index import read_window
 from detlab.data.events.readers import Events
 from detlab.data.events.representations import (
@@ -37,18 +36,9 @@ from detlab.data.mappers.build import MAPPER_REGISTRY
 from detlab.structures import Instances
 from detlab.utils.errors import UserError
 
-__all__ = ["EventWindowMapper", "event_cache_root"]
+__all__ = ["EventWindowMapper"]
 
 logger = logging.getLogger(__name__)
-
-
-def event_cache_root(cfg: Any) -> str:
-    """``INPUT.EVENTS.CACHE_DIR``, or ``$DETLAB_DATA/event_cache`` when empty."""
-    if cfg.INPUT.EVENTS.CACHE_DIR:
-        return os.path.abspath(os.path.expanduser(cfg.INPUT.EVENTS.CACHE_DIR))
-    from detlab.data.datasets.builtin import data_root
-
-    return os.path.join(data_root(), "event_cache")
 
 
 @MAPPER_REGISTRY.register()
