@@ -369,6 +369,8 @@ def test_visualize_event_windows_with_a_recurrent_model(recordings, tmp_path, mo
     cfg.MODEL.RESNETS.WIDTH_MULT = 0.25
     cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = (0.0,) * 4, (1.0,) * 4
     cfg.MODEL.FPN.TOP_BLOCK = "none"
+    cfg.MODEL.FPN.OUT_CHANNELS = 16
+    cfg.MODEL.FCOS.NUM_CONVS = 1
     cfg.MODEL.FCOS.NUM_CLASSES = 2
     cfg.MODEL.TEMPORAL.NAME = "ConvGRU"
     weights = tmp_path / "m.pth"
