@@ -371,6 +371,7 @@ def test_visualize_event_windows_with_a_recurrent_model(recordings, tmp_path, mo
     cfg.MODEL.FPN.TOP_BLOCK = "none"
     cfg.MODEL.FPN.OUT_CHANNELS = 16
     cfg.MODEL.FCOS.NUM_CONVS = 1
+    cfg.MODEL.FCOS.NORM = ""  # GN has nothing to normalise on the 1x1 stride-32 map
     cfg.MODEL.FCOS.NUM_CLASSES = 2
     cfg.MODEL.TEMPORAL.NAME = "ConvGRU"
     weights = tmp_path / "m.pth"
