@@ -95,7 +95,7 @@ def test_yolo_round_trip(tmp_path):
         assert [g[0] for g in got[stem]] == [o[0] for o in objs]
         assert np.allclose([g[1:] for g in got[stem]], [o[1:] for o in objs], atol=1e-3) or not objs
     (tmp_path / "labels" / "img_a.txt").write_text("5 0.5 0.5 0.1 0.1\n")
-    with pytest.raises(UserError, match="class index 5"):
+    with pytest.raises(UserError, match=r"img_a\.txt:1: class id 5 is outside 0\.\.1"):
         yolo_to_coco(str(tmp_path / "images"), str(tmp_path / "labels"), classes)
 
 
