@@ -131,7 +131,7 @@ def build_quirky_voc(root: Path) -> dict:
     (sets / "train.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(train).encode() + b"\r\n")
     (sets / "test.txt").write_text("000001\n000009\n")
     return {
-        "records": [s for s in train if s.split()[0] not in ("000010", "000011")],
+        "records": [s[:6] for s in train if s[:6] not in ("000010", "000011")],
         "quirks": {
             "stale_filename": 1,
             "size_mismatch": 1,

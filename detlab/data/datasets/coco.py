@@ -83,10 +83,10 @@ def _check_files(records: dict, json_file: str, quirks: Quirks) -> None:
         ident = file_identity(path)
         if ident is None:
             quirks.add("missing_file", path)
-        for key in {os.path.normpath(path), ident} - {None}:
-            other = by_key.setdefault(key, image_id)
+        for key in (os.path.normpath(path), ident):
+            other = by_key.setdefault(key, image_id) if key is not None else image_id
             if other != image_id:
-                same = "the same file_name" if key == os.path.normpath(path) else "the same file"
+                same = "the same file" if key == ident else "the same file_name"
                 raise UserError(
                     f"COCO json {json_file}: images {other!r} and {image_id!r} have {same} "
                     f"({path}); an image may be listed once only, so remove one entry."
