@@ -137,6 +137,13 @@ def test_labelimg_folder_and_errors(tmp_path, folders):
     )
     res = read_voc(str(root))
     assert len(res.records) == 1 and res.classes == ["car"] and res.image_root == str(root)
+    other = tmp_path / "raccoon_style"  # lower-case annotations/ and images/
+    folders.write_image(other / "images" / "r-1.jpg", 30, 40)
+    (other / "annotations").mkdir()
+    (other / "annotations" / "r-1.xml").write_text((root / "a.xml").read_text())
+    res = read_voc(str(other))
+    assert res.records[0]["file_name"] == str(other / "images" / "r-1.jpg")
+    assert res.quirks["stale_filename"] == 1  # its tag says a.jpg
     (root / "a.xml").write_text("<annotation><object>")
     with pytest.raises(UserError, match=r"a\.xml is not valid XML"):
         read_voc(str(root))

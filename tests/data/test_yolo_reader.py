@@ -139,3 +139,14 @@ def test_shared_label_files_missing_labels_and_exif(tmp_path, folders):
         read_yolo(str(root), "val")
     with pytest.raises(UserError, match=r"has no 'test' entry; it lists train, validation"):
         read_yolo(str(root), "test")
+
+
+def test_out_of_range_ids_are_counted_over_the_whole_set(tmp_path, folders):
+    folders.build_quirky_yolo(tmp_path / "ships")
+    labels = tmp_path / "ships" / "labels" / "train"
+    (labels / "b.txt").write_text("0 0.5 0.5 0.1 0.1\n7 0.5 0.5 0.1 0.1\n")
+    (labels / "a.txt").write_text("3 0.5 0.5 0.1 0.1\n3 0.4 0.5 0.1 0.1\n")
+    with pytest.raises(
+        UserError, match=r"a\.txt:1: class id 3 .* 3 lines in 2 label files .*\(3, 7\)"
+    ):
+        read_yolo(str(tmp_path / "ships"), "train")

@@ -37,6 +37,7 @@ from detlab.utils.errors import UserError
 __all__ = ["read_voc", "voc_split_stems"]
 
 _IMAGE_DIRS = ("JPEGImages", "images", "Images", "JPEGImage", "imgs")
+_ANNOTATION_DIRS = ("annotations", "annotation", "xml", "xmls")
 _STRIP_EXTS = (".xml", *IMAGE_EXTS)
 
 
@@ -50,10 +51,13 @@ def _annotation_dir(root: str, annotation_dir: str | None) -> str:
         if not os.path.isdir(path):
             raise UserError(f"VOC annotation folder {path} does not exist; check annotation_dir.")
         return path
-    path = os.path.join(root, "Annotations")
-    if os.path.isdir(path):
-        return path
-    if any(n.lower().endswith(".xml") for n in os.listdir(root)):
+    names = sorted(os.listdir(root))
+    for want in _ANNOTATION_DIRS:  # Annotations/, or as other tools spell it
+        for name in names:
+            path = os.path.join(root, name)
+            if name.lower() == want and os.path.isdir(path):
+                return path
+    if any(n.lower().endswith(".xml") for n in names):
         return root  # LabelImg style: XMLs next to (or above) the images
     raise UserError(
         f"{root} has no Annotations/ folder and no .xml files; point root at the VOC folder "

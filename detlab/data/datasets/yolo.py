@@ -155,9 +155,10 @@ def _label_path(image: str, folder: str, labels: str | None) -> str:
 
 
 def _parse_labels(
-    path: str, height: int, width: int, k: int, quirks: Quirks, rel: str
+    path: str, height: int, width: int, k: int, quirks: Quirks, rel: str, bad_ids: list
 ) -> tuple[list[tuple[int, list[float]]], int]:
-    """(class id, XYWH box) per kept line, and the number of non-blank lines."""
+    """(class id, XYWH box) per kept line, and the number of non-blank lines. Lines whose
+    class id is outside ``0..k-1`` go to ``bad_ids`` as ``(path:line, id)``."""
     out, seen, lines = [], set(), 0
     for n, line in enumerate(read_text_lines(path), 1):
         parts = line.split()
@@ -173,10 +174,8 @@ def _parse_labels(
             ) from None
         cls = vals[0]
         if not math.isfinite(cls) or cls != int(cls) or not 0 <= int(cls) < k:
-            raise UserError(
-                f"{path}:{n}: class id {parts[0]} is outside 0..{k - 1} ({k} class names); fix "
-                "the label or the class names."
-            )
+            bad_ids.append((f"{path}:{n}", parts[0]))
+            continue
         coords = vals[1:]
         if len(coords) == 4:
             cx, cy, bw, bh = coords
@@ -273,7 +272,7 @@ def read_yolo(
 def _read_pairs(pairs, names: list[str], base: str, source: str, srcs, labels) -> ReadResult:
     quirks = Quirks(source)
     check_unique_images([{"file_name": p[0]} for p in pairs], lambda i: pairs[i][1], source)
-    records, sources, used_labels = [], [], {}
+    records, sources, used_labels, bad_ids = [], [], {}, []
     k = len(names)
     for img, where, label in pairs:
         rel_label = os.path.relpath(label, base)
@@ -294,7 +293,9 @@ def _read_pairs(pairs, names: list[str], base: str, source: str, srcs, labels) -
             quirks.add("missing_label", f"{where} (no {rel_label})")
             objs = []
         else:
-            objs, lines = _parse_labels(label, header.height, header.width, k, quirks, rel_label)
+            objs, lines = _parse_labels(
+                label, header.height, header.width, k, quirks, rel_label, bad_ids
+            )
             if not lines:
                 quirks.add("empty_label", rel_label)
         records.append(
@@ -310,6 +311,15 @@ def _read_pairs(pairs, names: list[str], base: str, source: str, srcs, labels) -
             }
         )
         sources.append(where)
+    if bad_ids:
+        files = len({w.rsplit(":", 1)[0] for w, _ in bad_ids})
+        ids = sorted({i for _, i in bad_ids}, key=lambda v: (len(v), v))
+        shown = ", ".join(ids) if len(ids) <= 4 else f"{ids[0]}, {ids[1]}, ..., {ids[-1]}"
+        raise UserError(
+            f"{bad_ids[0][0]}: class id {bad_ids[0][1]} is outside 0..{k - 1} ({k} class names: "
+            f"{', '.join(names[:5])}{', ...' if k > 5 else ''}); {len(bad_ids)} lines in {files} "
+            f"label files have such ids ({shown}), so fix the labels or the class names."
+        )
     if not records:
         raise UserError(f"{source}: none of the {len(pairs)} images can be read; check the paths.")
     if quirks["missing_label"] == len(pairs):
