@@ -1,19 +1,20 @@
 """Pascal VOC folders (SSDD and its copies, VOCdevkit, LabelImg output) read into dataset dicts.
 
-Layout: ``root/Annotations/<stem>.xml``, images in ``root/JPEGImages/`` (else ``images/``, the
-annotation folder itself, or ``root``), optional split lists ``root/ImageSets/Main/<split>.txt``
-(one stem per line; extra columns, CRLF endings, a BOM and ``.jpg``/``.xml`` suffixes are
-accepted). Pairing is by name only: the record of ``<stem>.xml`` uses the image ``<stem>.*`` and
-never the file its ``<filename>`` tag names; tags that disagree are counted and reported.
-The image size is read from the image header; a ``<size>`` that disagrees is reported and the
-header wins. No image backs two records (a duplicate is an error naming both sources).
+Layout: ``root/Annotations/<stem>.xml`` (or ``annotations/``, ``xml/``, or XMLs in ``root``),
+images in ``root/JPEGImages/`` (else ``images/``, the annotation folder itself, or ``root``),
+optional split lists ``root/ImageSets/Main/<split>.txt`` (one stem per line; extra columns,
+CRLF endings, a BOM and ``.jpg``/``.xml`` suffixes are accepted). Pairing is by name only: the
+record of ``<stem>.xml`` uses the image ``<stem>.*`` and never the file its ``<filename>`` tag
+names; tags that disagree are counted and reported. The image size is read from the image
+header; a ``<size>`` that disagrees is reported and the header wins. No image backs two
+records (a duplicate is an error naming both sources).
 
-Coordinates: VOC corners are 1-based and inclusive (the devkit's convention, kept by Detectron2
-and torchvision's VOC loaders), so pixel ``xmin`` covers ``[xmin - 1, xmin)`` in detlab's
+Coordinates: VOC corners are 1-based and inclusive (the devkit's convention; Detectron2's VOC
+loader subtracts 1 from xmin/ymin too), so pixel ``xmin`` covers ``[xmin - 1, xmin)`` in detlab's
 continuous 0-based coordinates and the box is ``[xmin - 1, ymin - 1, xmax, ymax]`` (XYXY),
 i.e. COCO ``[xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1]``. Float coordinates get the
-same shift. ``one_based=False`` reads corners as 0-based continuous coordinates instead (some
-exporters, e.g. CVAT, write those). ``difficult`` objects are kept (``"keep"``), marked
+same shift. ``one_based=False`` reads corners as 0-based continuous coordinates instead, for
+exporters that write those. ``difficult`` objects are kept (``"keep"``), marked
 ``iscrowd=1`` so training and COCO evaluation ignore them (``"crowd"``), or left out (``"drop"``).
 """
 
