@@ -161,17 +161,21 @@ def test_scripts_run(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.json" in bad.stderr
 
 
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "datasets" / name), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
 def test_prepare_scripts_print_each_quirk_and_write_what_the_reader_reads(tmp_path):
     import importlib
 
     folders = importlib.import_module("_folders")
     folders.build_quirky_voc(tmp_path / "voc")
     folders.build_quirky_yolo(tmp_path / "ships")
-    voc = subprocess.run(
-        [sys.executable, str(ROOT / "datasets" / "prepare_voc.py"), "--voc-root",
-         str(tmp_path / "voc"), "--split", "train", "--out", str(tmp_path / "voc.json")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    out = str(tmp_path / "voc.json")
+    voc = _script(
+        "prepare_voc.py", "--voc-root", str(tmp_path / "voc"), "--split", "train", "--out", out
+    )
     assert voc.returncode == 0, voc.stderr
     assert "voc.json: 12 images, 14 boxes, classes ['boat', 'ship']" in voc.stdout
     for text in (
@@ -184,17 +188,10 @@ def test_prepare_scripts_print_each_quirk_and_write_what_the_reader_reads(tmp_pa
     data = json.loads((tmp_path / "voc.json").read_text())
     assert len(COCO(str(tmp_path / "voc.json")).getImgIds()) == 12
     assert {im["file_name"] for im in data["images"]} >= {"000002.png", "000014.jpg"}
-    yolo = subprocess.run(
-        [sys.executable, str(ROOT / "datasets" / "prepare_yolo.py"), "--root",
-         str(tmp_path / "ships"), "--split", "train", "--out", str(tmp_path / "y.json")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    ships = str(tmp_path / "ships")
+    yolo = _script("prepare_yolo.py", "--root", ships, "--split", "train", "--out", out)
     assert yolo.returncode == 0, yolo.stderr
-    assert "y.json: 6 images, 8 boxes, classes ['ship', 'boat']" in yolo.stdout
+    assert "voc.json: 6 images, 8 boxes, classes ['ship', 'boat']" in yolo.stdout
     assert yolo.stderr.count("1 label files have no image; ignored") == 1
-    bad = subprocess.run(
-        [sys.executable, str(ROOT / "datasets" / "prepare_yolo.py"), "--root",
-         str(tmp_path / "ships"), "--split", "test", "--out", str(tmp_path / "t.json")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    bad = _script("prepare_yolo.py", "--root", ships, "--split", "test", "--out", out)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no 'test' entry" in bad.stderr

@@ -71,6 +71,11 @@ def test_test_split_shares_the_class_list_of_the_folder(tmp_path, folders):
     (tmp_path / "voc" / "ImageSets" / "Main" / "ships_only.txt").write_text("000003\n")
     res = read_voc(str(tmp_path / "voc"), "ships_only")
     assert res.classes == ["boat", "ship"] and res.records[0]["annotations"][0]["category_id"] == 1
+    lists = tmp_path / "lists"  # a list of image paths instead of stems, outside the folder
+    lists.mkdir()
+    (lists / "paths.txt").write_text(f"{tmp_path}/voc/JPEGImages/000003.png\n")
+    res = read_voc(str(tmp_path / "voc"), str(lists / "paths.txt"))
+    assert [r["file_name"] for r in res.records] == [str(tmp_path / "voc/JPEGImages/000003.png")]
     with pytest.raises(UserError, match=r"class 'boat' in Annotations/000001\.xml.*\['ship'\]"):
         read_voc(str(tmp_path / "voc"), "train", classes=["ship"])
     with pytest.raises(UserError, match=r"VOC split 'tset' not found.*available: test, train"):

@@ -108,14 +108,7 @@ def _orientation(im) -> int:
 
 
 def _decoded_size(path: str) -> ImageHeader | None:
-    import cv2
+    from detlab.data.transforms import read_image  # the loader's own decoder
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        except cv2.error:
-            img = None
-    if img is None or img.size == 0:
-        return None
-    return ImageHeader(int(img.shape[0]), int(img.shape[1]), 1)
+    img = read_image(path)
+    return None if img is None else ImageHeader(int(img.shape[0]), int(img.shape[1]), 1)

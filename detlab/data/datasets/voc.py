@@ -272,6 +272,9 @@ def read_voc(
     found: list[tuple[str, ImageHeader, list, str]] = []
     for stem, line in listed:
         xml_path = os.path.join(ann_dir, stem + ".xml")
+        if "/" in stem and not os.path.isfile(xml_path):  # a list of paths, not of stems
+            stem = os.path.basename(stem)
+            xml_path = os.path.join(ann_dir, stem + ".xml")
         where = os.path.relpath(xml_path, root)
         if not os.path.isfile(xml_path):
             quirks.add("missing_annotation", f"{os.path.basename(list_file)}:{line} {stem}")
