@@ -1,4 +1,5 @@
-"""Data: dataset catalog, built-in datasets, mappers, samplers and loaders.
+"""Data: dataset catalog, readers (COCO json, Pascal VOC, YOLO txt), built-in datasets, leak-free
+splits, mappers, samplers and loaders.
 
 Importing this package registers the built-in synthetic SAR datasets (``sar_ships_synth_*``,
 ``sar_vessels_synth_*``); their files are generated only when first used.

@@ -45,7 +45,7 @@ def check_datasets(cfg: Any, report: Report, max_images: int = 50) -> dict[str, 
             s,
             "DATASETS.REGISTER",
             lambda: register_from_config(cfg) or True,
-            "fix the DATASETS.REGISTER entry (name, json_file, image_root).",
+            "fix the DATASETS.REGISTER entry (name, format and that format's fields).",
         )
         is None
     ):
@@ -72,8 +72,8 @@ def check_datasets(cfg: Any, report: Report, max_images: int = 50) -> dict[str, 
                 FAIL,
                 f"dataset '{name}' is not registered"
                 + (f"; did you mean '{hint[0]}'?" if hint else ""),
-                "register it under DATASETS.REGISTER ({name, json_file, image_root}) or "
-                "with register_coco_instances, or fix the name in DATASETS.*.",
+                "register it under DATASETS.REGISTER ({name, format, ...}; see datasets/README.md) "
+                "or with register_coco_instances, or fix the name in DATASETS.*.",
             )
             continue  # fmt: skip
         dicts = report.run(s, tag, lambda n=name: DatasetCatalog.get(n),

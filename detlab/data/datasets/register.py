@@ -13,7 +13,8 @@ that format's fields (relative paths resolve against the config file that declar
 Any format may add ``split_ratios: {train: 0.8, val: 0.2}`` (with ``split_seed``, default 0,
 and ``group_pattern``, a regex over the image path): the set is then registered as ``<name>``
 and as ``<name>_<part>`` for each part, split by :func:`detlab.data.split.split_dataset_dicts`
-(byte-identical images and images of one group never straddle two parts). Other keys become
+(byte-identical images and images of one group never straddle two parts; the reader's counts
+of skipped images and dropped/clipped boxes are those of the whole set). Other keys become
 metadata of the dataset (e.g. ``thing_colors``); a key close to a known field is an error.
 VOC and YOLO sets are read at registration (errors surface at once, class names become
 metadata) and again, cheaply, on every ``DatasetCatalog.get``.
