@@ -166,12 +166,8 @@ def _script(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-def test_prepare_scripts_print_each_quirk_and_write_what_the_reader_reads(tmp_path):
-    import importlib
-
-    folders = importlib.import_module("_folders")
+def test_prepare_voc_prints_each_quirk_and_writes_what_the_reader_reads(tmp_path, folders):
     folders.build_quirky_voc(tmp_path / "voc")
-    folders.build_quirky_yolo(tmp_path / "ships")
     out = str(tmp_path / "voc.json")
     voc = _script(
         "prepare_voc.py", "--voc-root", str(tmp_path / "voc"), "--split", "train", "--out", out
@@ -188,10 +184,21 @@ def test_prepare_scripts_print_each_quirk_and_write_what_the_reader_reads(tmp_pa
     data = json.loads((tmp_path / "voc.json").read_text())
     assert len(COCO(str(tmp_path / "voc.json")).getImgIds()) == 12
     assert {im["file_name"] for im in data["images"]} >= {"000002.png", "000014.jpg"}
-    ships = str(tmp_path / "ships")
-    yolo = _script("prepare_yolo.py", "--root", ships, "--split", "train", "--out", out)
-    assert yolo.returncode == 0, yolo.stderr
-    assert "voc.json: 6 images, 8 boxes, classes ['ship', 'boat']" in yolo.stdout
-    assert yolo.stderr.count("1 label files have no image; ignored") == 1
-    bad = _script("prepare_yolo.py", "--root", ships, "--split", "test", "--out", out)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no 'test' entry" in bad.stderr
+
+
+def test_prepare_yolo_in_process(tmp_path, folders, capsys, caplog):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "prepare_yolo", ROOT / "datasets" / "prepare_yolo.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    folders.build_quirky_yolo(tmp_path / "ships")
+    ships, out = str(tmp_path / "ships"), str(tmp_path / "y.json")
+    assert tool.main(["--root", ships, "--split", "train", "--out", out]) == 0
+    assert "y.json: 6 images, 8 boxes, classes ['ship', 'boat']" in capsys.readouterr().out
+    assert "1 label files have no image; ignored" in caplog.text
+    assert tool.main(["--root", ships, "--split", "test", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no 'test' entry" in err

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -81,18 +80,18 @@ def test_duplicate_file_names_are_refused():
         split_coco({"images": images, "annotations": []}, [0.5, 0.5])
 
 
-def test_split_script_keeps_copies_together(tmp_path, folders):
+def test_split_script_keeps_copies_together(tmp_path, folders, capsys):
     data = _coco_with_copies(tmp_path, folders)
     (tmp_path / "all.json").write_text(json.dumps(data))
-    script = str(ROOT / "datasets" / "split_coco.py")
-    res = subprocess.run(
-        [sys.executable, script, "--json", str(tmp_path / "all.json"), "--ratios", "0.5", "0.5",
-         "--out-dir", str(tmp_path / "s"), "--group-pattern", r"^(seq\d+)_"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    assert "kept 6 groups of byte-identical images (12 images) within one split each" in res.stdout
-    assert "kept 6 groups sharing a group key" in res.stdout
+    spec = importlib.util.spec_from_file_location("split_coco", ROOT / "datasets" / "split_coco.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    argv = ["--json", str(tmp_path / "all.json"), "--ratios", "0.5", "0.5",
+            "--out-dir", str(tmp_path / "s"), "--group-pattern", r"^(seq\d+)_"]  # fmt: skip
+    assert tool.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "kept 6 groups of byte-identical images (12 images) within one split each" in out
+    assert "kept 6 groups sharing a group key" in out
     parts = {n: json.loads((tmp_path / "s" / f"{n}.json").read_text()) for n in ("train", "val")}
     seqs = {n: {im["file_name"][:4] for im in p["images"]} for n, p in parts.items()}
     assert not seqs["train"] & seqs["val"]
