@@ -25,6 +25,7 @@ def _examples(items: list[str], n: int = 3) -> str:
 
 
 def _reader_check(report: Report, name: str, tag: str) -> None:
+    """One warning per kind of irregularity the dataset's reader counted, else one pass."""
     from detlab.data.datasets.quirks import WARN as QWARN
     from detlab.data.datasets.quirks import dataset_quirks
 
@@ -32,18 +33,16 @@ def _reader_check(report: Report, name: str, tag: str) -> None:
     if quirks is None:
         return
     skip = ("identical_content", "identical_conflict")  # the duplicates check reports these
-    lines = [quirks.line(k) for k in quirks.counts if k not in skip and _level(k) >= QWARN]
-    counters = quirks.counters()
-    if lines:
-        more = f" (+{len(lines) - 1} more, see data)" if len(lines) > 1 else ""
+    kinds = [k for k in quirks.counts if k not in skip and _level(k) >= QWARN]
+    for kind in kinds:
         report.add(
-            _S, f"{tag} reading", WARN, lines[0] + more,
-            "check the annotations named in the examples; the counts reach metrics.jsonl as "
-            "data/skipped_images, data/dropped_boxes, data/clipped_boxes.",
-            lines=lines, **counters,
+            _S, f"{tag} {kind}", WARN, quirks.line(kind),
+            "check the files named in the examples; images skipped and boxes dropped or "
+            "clipped are counted as data/* in metrics.jsonl.",
+            count=quirks[kind], examples=quirks.examples.get(kind, []),
         )  # fmt: skip
-    else:
-        report.add(_S, f"{tag} reading", PASS, "read without irregularities", **counters)
+    if not kinds:
+        report.add(_S, f"{tag} reading", PASS, "read without irregularities", **quirks.counters())
 
 
 def _level(kind: str) -> int:

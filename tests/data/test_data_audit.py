@@ -37,9 +37,12 @@ def test_audit_finds_copies_across_splits_and_wrong_sizes(tmp_path, folders, for
     cfg.MODEL.FCOS.NUM_CLASSES = 2
     forget(["t_aud_tr", "t_aud_va", "t_aud_co"])
     checks = _checks(run_diagnostics(cfg, skip=SKIP))
-    reading = checks["t_aud_tr (train) reading"]
-    assert reading.status == WARN and "name another image in <filename>" in reading.detail
-    assert reading.data["skipped_images"] == 2 and len(reading.data["lines"]) == 10
+    stale = checks["t_aud_tr (train) stale_filename"]
+    assert stale.status == WARN and "1 annotation files name another image" in stale.detail
+    assert stale.data == {"count": 1, "examples": ["Annotations/000002.xml says 000003.png"]}
+    kinds = [n.split(") ", 1)[1] for n in checks if n.startswith("t_aud_tr (train) ")]
+    assert {"missing_image", "nonfinite_box", "clipped_box", "size_mismatch"} <= set(kinds)
+    assert checks["t_aud_va (test) missing_label"].status == WARN  # the copied v3.png
     dup = checks["t_aud_tr (train) duplicates"]
     assert dup.status == WARN and "000001.png = 000008.png" in dup.detail
     assert checks["t_aud_tr (train) image sizes"].status == PASS  # the reader used the headers
