@@ -1,9 +1,10 @@
 """Byte-identical files: content digests, computed only where two files have the same size.
 
 Two files can only be byte-identical when their sizes agree, so :func:`identical_groups` stats
-every path and hashes (BLAKE2b, 128-bit) just the files whose size is shared with another one.
-For a folder of camera JPEGs that is usually a handful of files; copies under another name are
-always among them. Digests are cached per path and recomputed when size or mtime change.
+every path, compares the first 64 KiB of the files whose size is shared with another one, and
+hashes (BLAKE2b, 128-bit) whole files only where those agree too. Copies under another name
+always get that far; distinct images rarely do. Whole-file digests are cached per path and
+recomputed when size or mtime change.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Sequence
 __all__ = ["file_digest", "identical_groups"]
 
 _CHUNK = 1 << 20
+_HEAD = 1 << 16  # bytes compared before hashing whole files
 _CACHE: dict[str, tuple[int, int, str]] = {}
+_HEAD_CACHE: dict[str, tuple[int, int, str]] = {}
 
 
 def file_digest(path: str) -> str | None:
@@ -49,13 +52,35 @@ def identical_groups(paths: Sequence[str]) -> list[list[int]]:
             by_size[os.stat(p).st_size].append(i)
         except OSError:
             continue
+    by_head: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for size, members in by_size.items():
+        if len(members) < 2:
+            continue
+        for i in members:  # files of equal size usually differ in their first bytes already
+            head = _head_digest(paths[i])
+            if head is not None:
+                by_head[size, head].append(i)
     by_digest: dict[str, list[int]] = defaultdict(list)
-    for members in by_size.values():
+    for (size, _), members in by_head.items():
         if len(members) < 2:
             continue
         for i in members:
-            digest = file_digest(paths[i])
+            digest = file_digest(paths[i]) if size > _HEAD else _head_digest(paths[i])
             if digest is not None:
                 by_digest[digest].append(i)
     groups = [sorted(m) for m in by_digest.values() if len(m) > 1]
     return sorted(groups)
+
+
+def _head_digest(path: str) -> str | None:
+    try:
+        st = os.stat(path)
+        hit = _HEAD_CACHE.get(path)
+        if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+            return hit[2]
+        with open(path, "rb") as f:
+            digest = hashlib.blake2b(f.read(_HEAD), digest_size=16).hexdigest()
+    except OSError:
+        return None
+    _HEAD_CACHE[path] = (st.st_mtime_ns, st.st_size, digest)
+    return digest

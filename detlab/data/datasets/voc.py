@@ -269,6 +269,8 @@ def read_voc(
         raise UserError(f"{source} lists no images; check {list_file or ann_dir}.")
     quirks = Quirks(source)
     index = _ImageIndex(img_dir)
+    parsed: set[str] = set()
+    names_found: set[str] = set()
     found: list[tuple[str, ImageHeader, list, str]] = []
     for stem, line in listed:
         xml_path = os.path.join(ann_dir, stem + ".xml")
@@ -280,6 +282,8 @@ def read_voc(
             quirks.add("missing_annotation", f"{os.path.basename(list_file)}:{line} {stem}")
             continue
         xml = _parse(xml_path)
+        parsed.add(stem)
+        names_found.update((o.findtext("name") or "").strip() for o in xml.findall("object"))
         tag = os.path.basename((xml.findtext("filename") or "").strip().replace("\\", "/"))
         tag_stem = os.path.splitext(tag)[0]
         if tag and tag_stem.lower() != os.path.basename(stem).lower():
@@ -302,7 +306,7 @@ def read_voc(
             f"{source}: none of the {len(listed)} listed annotations has a readable image in "
             f"{img_dir}; check image_dir (first: {quirks.examples.get('missing_image', ['?'])[0]})."
         )
-    names = class_names(classes, source) or _all_names(ann_dir, all_stems, found)
+    names = class_names(classes, source) or _all_names(ann_dir, all_stems, parsed, names_found)
     records = _records(found, names, source, quirks)
     sources = [f[3] for f in found]
     check_unique_images(records, lambda i: sources[i], source)
@@ -312,10 +316,13 @@ def read_voc(
     return ReadResult(records, names, img_dir, quirks, sources)
 
 
-def _all_names(ann_dir: str, stems: list[str], found: list) -> list[str]:
-    """Sorted class names of every XML in the folder (not only the split read)."""
-    names = {o[0] for f in found for o in f[2]}
+def _all_names(ann_dir: str, stems: list[str], parsed: set[str], names: set[str]) -> list[str]:
+    """Sorted class names of every XML in the folder (not only the split read): ``names``
+    holds those of the ``parsed`` files already."""
+    names = set(names)
     for stem in stems:
+        if stem in parsed:
+            continue
         try:
             xml = ET.parse(os.path.join(ann_dir, stem + ".xml")).getroot()
         except (ET.ParseError, OSError):
