@@ -27,7 +27,7 @@ import numpy as np
 
 from detlab.utils.errors import UserError
 
-__all__ = ["SplitPlan", "plan_split", "split_coco", "split_dataset_dicts"]
+__all__ = ["SplitPlan", "check_ratios", "plan_split", "split_coco", "split_dataset_dicts"]
 
 
 @dataclass
@@ -58,8 +58,14 @@ class _Union:
             self.parent[r] = roots[0]
 
 
-def _ratios(ratios: Sequence[float], names: Sequence[str] | None) -> tuple[list[float], list[str]]:
-    ratios = [float(r) for r in ratios]
+def check_ratios(
+    ratios: Sequence[float], names: Sequence[str] | None
+) -> tuple[list[float], list[str]]:
+    """Ratios normalised to sum 1 and split names (default train/val/test), or a UserError."""
+    try:
+        ratios = [float(r) for r in ratios]
+    except (TypeError, ValueError):
+        raise UserError(f"Split ratios must be numbers, got {list(ratios)}.") from None
     if not ratios or any(not math.isfinite(r) or r < 0 for r in ratios) or sum(ratios) <= 0:
         raise UserError(f"Split ratios must be non-negative and not all zero, got {ratios}.")
     names = list(names or ["train", "val", "test"][: len(ratios)])
@@ -97,7 +103,7 @@ def plan_split(
         keys: per item, a group key or None; items sharing a key stay together.
         identical: groups of item indices with byte-identical files; kept together.
     """
-    ratios, names = _ratios(ratios, names)
+    ratios, names = check_ratios(ratios, names)
     n = len(classes)
     union = _Union(n)
     by_key: dict[object, list[int]] = {}

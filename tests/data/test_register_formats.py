@@ -64,6 +64,8 @@ def test_voc_and_yolo_entries_with_paths_relative_to_the_config(tmp_path, folder
         ({"format": "voc"}, "needs root, the VOC folder"),
         ({"format": "yolo"}, r"needs root \(folder or data.yaml\) or images"),
         ({"json_file": "nope.json"}, "nope.json does not exist"),
+        ({"format": "voc", "root": ".", "split_ratios": {"a": -1}}, "must be non-negative"),
+        ({"format": "voc", "root": ".", "split_ratios": {"a": 1}, "group_pattern": "("}, "group_p"),
     ],
 )
 def test_bad_entries_say_what_is_wrong(tmp_path, entry, match):

@@ -77,6 +77,10 @@ def register_reader(
     ``DatasetCatalog.get``. ``split``: ``{"ratios": {part: fraction}, "seed", "group_pattern"}``.
     Returns the registered names.
     """
+    parts = _check_split(name, split) if split else []
+    taken = [n for n in (name, *(f"{name}_{p}" for p in parts)) if n in DatasetCatalog]
+    if taken:
+        raise UserError(f"Dataset '{taken[0]}' is already registered; choose another name.")
     result = read()
 
     def load() -> list[dict]:
@@ -89,16 +93,38 @@ def register_reader(
     record_quirks(name, result.quirks)
     if not split:
         return [name]
-    return [name, *_register_parts(name, load, result, metadata, split)]
+    return [name, *_register_parts(name, load, result, metadata, split, parts)]
 
 
-def _register_parts(name, load_all, result: ReadResult, metadata, split) -> list[str]:
-    from detlab.data.split import split_dataset_dicts
+def _check_split(name: str, split: dict[str, Any]) -> list[str]:
+    """Part names of a valid ``split`` option (ratios, seed and pattern are checked)."""
+    import re
 
-    ratios = split.get("ratios") or {}
+    from detlab.data.split import check_ratios
+
+    ratios = split.get("ratios")
     if not isinstance(ratios, dict) or not ratios:
         raise UserError(f"Dataset '{name}': split_ratios must map part names to fractions.")
-    parts = [str(p) for p in ratios]
+    check_ratios(list(ratios.values()), [str(p) for p in ratios])
+    try:
+        int(split.get("seed") or 0)
+        re.compile(split.get("group_pattern") or "")
+    except (TypeError, ValueError, re.error) as err:
+        raise UserError(f"Dataset '{name}': bad split_seed or group_pattern ({err}).") from None
+    return [str(p) for p in ratios]
+
+
+def _register_parts(
+    name: str,
+    load_all: Callable[[], list[dict]],
+    result: ReadResult,
+    metadata: dict[str, Any] | None,
+    split: dict[str, Any],
+    parts: list[str],
+) -> list[str]:
+    from detlab.data.split import split_dataset_dicts
+
+    ratios = split["ratios"]
 
     def part(p: str) -> list[dict]:
         records = load_all()
