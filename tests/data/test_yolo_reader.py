@@ -150,3 +150,14 @@ def test_out_of_range_ids_are_counted_over_the_whole_set(tmp_path, folders):
         UserError, match=r"a\.txt:1: class id 3 .* 3 lines in 2 label files .*\(3, 7\)"
     ):
         read_yolo(str(tmp_path / "ships"), "train")
+
+
+def test_pose_sets_keep_the_box_and_ignore_keypoints(tmp_path, folders):
+    root = tmp_path / "pose"
+    folders.write_image(root / "images" / "train" / "p.png", 40, 80)
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "train" / "p.txt").write_text("0 0.5 0.5 0.25 0.5 0.1 0.1 2 0.2 0.2 2\n")
+    (root / "data.yaml").write_text("train: images/train\nkpt_shape: [2, 3]\nnames: [person]\n")
+    res = read_yolo(str(root), "train")
+    assert _boxes(res.records[0]) == [(0, [30.0, 10.0, 20.0, 20.0])]
+    assert res.quirks["polygon"] == 0

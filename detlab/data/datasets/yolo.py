@@ -22,7 +22,8 @@ Handled and counted: images without a label file and empty label files (kept, no
 label files without an image, repeated lines, NaN/empty boxes (dropped), boxes reaching outside
 (clipped). Errors, with file and line: a class id outside the class list, a line that is not
 numbers, coordinates that are not fractions (pixel units), two images sharing one label file,
-one image listed twice.
+one image listed twice. In a pose set (``kpt_shape`` in the data.yaml) the keypoints after each
+box are ignored.
 """
 
 from __future__ import annotations
@@ -155,10 +156,18 @@ def _label_path(image: str, folder: str, labels: str | None) -> str:
 
 
 def _parse_labels(
-    path: str, height: int, width: int, k: int, quirks: Quirks, rel: str, bad_ids: list
+    path: str,
+    height: int,
+    width: int,
+    k: int,
+    quirks: Quirks,
+    rel: str,
+    bad_ids: list,
+    keypoints: bool = False,
 ) -> tuple[list[tuple[int, list[float]]], int]:
     """(class id, XYWH box) per kept line, and the number of non-blank lines. Lines whose
-    class id is outside ``0..k-1`` go to ``bad_ids`` as ``(path:line, id)``."""
+    class id is outside ``0..k-1`` go to ``bad_ids`` as ``(path:line, id)``. With
+    ``keypoints`` (a pose set), values after the box are keypoints and are ignored."""
     out, seen, lines = [], set(), 0
     for n, line in enumerate(read_text_lines(path), 1):
         parts = line.split()
@@ -176,7 +185,7 @@ def _parse_labels(
         if not math.isfinite(cls) or cls != int(cls) or not 0 <= int(cls) < k:
             bad_ids.append((f"{path}:{n}", parts[0]))
             continue
-        coords = vals[1:]
+        coords = vals[1:5] if keypoints and len(vals) > 5 else vals[1:]
         if len(coords) == 4:
             cx, cy, bw, bh = coords
             bad = any(math.isfinite(v) and not -_TOL <= v <= 1 + _TOL for v in (cx, cy)) or any(
@@ -266,10 +275,11 @@ def read_yolo(
     pairs = [(img, where, _label_path(img, folder, labels)) for img, where, folder in listed]
     label_dirs = sorted({os.path.dirname(p[2]) for p in pairs})
     names_list = _names(names, data, yaml_path, [labels] if labels else label_dirs[:1], base)
-    return _read_pairs(pairs, names_list, base, source, srcs, labels)
+    pose = bool(data and data.get("kpt_shape"))  # Ultralytics pose sets: box, then keypoints
+    return _read_pairs(pairs, names_list, base, source, srcs, pose)
 
 
-def _read_pairs(pairs, names: list[str], base: str, source: str, srcs, labels) -> ReadResult:
+def _read_pairs(pairs, names: list[str], base: str, source: str, srcs, pose: bool) -> ReadResult:
     quirks = Quirks(source)
     check_unique_images([{"file_name": p[0]} for p in pairs], lambda i: pairs[i][1], source)
     records, sources, used_labels, bad_ids = [], [], {}, []
@@ -294,7 +304,7 @@ def _read_pairs(pairs, names: list[str], base: str, source: str, srcs, labels) -
             objs = []
         else:
             objs, lines = _parse_labels(
-                label, header.height, header.width, k, quirks, rel_label, bad_ids
+                label, header.height, header.width, k, quirks, rel_label, bad_ids, pose
             )
             if not lines:
                 quirks.add("empty_label", rel_label)
