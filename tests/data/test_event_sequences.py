@@ -16,10 +16,10 @@ from detlab.data import (
 )
 from detlab.data.datasets.events import (
     IMAGE_ID_STRIDE,
-    event_load_stats,
     register_event_sequences,
     window_grid,
 )
+from detlab.data.datasets.quirks import dataset_quirks
 from detlab.data.events import BBOX_DTYPE, save_labels, write_dat, write_npy
 from detlab.data.sequence_samplers import SequenceBatchStream, SequenceLayout, split_pieces
 
@@ -111,22 +111,24 @@ def test_dicts_windows_labels_and_ids(recordings):
     assert r1[150_000]["label_t_us"] == 150_000  # 130 ms and 150 ms share a window: 150 wins
     assert [a["track_id"] for a in r1[150_000]["annotations"]] == [3]
     assert not any(d["labelled"] for d in by_seq["rec2_td.npy"])  # no label file
-    stats = event_load_stats("evseq")
-    assert stats["clipped_boxes"] == 1 and stats["dropped_boxes"] == 2
-    assert stats["unknown_class_boxes"] == 1 and stats["merged_label_times"] == 1
+    quirks = dataset_quirks("evseq")
+    assert quirks.counters() == {"skipped_images": 0, "dropped_boxes": 2, "clipped_boxes": 1}
+    assert quirks["unknown_class"] == 1 and quirks["empty_box"] == 1
+    assert quirks["merged_label_times"] == 1 and quirks["missing_event_labels"] == 1
     again = DatasetCatalog.get("evseq")
     assert [d["image_id"] for d in again] == [d["image_id"] for d in dicts]
 
 
 def test_register_from_config_entry(recordings, tmp_path):
-    from detlab.data.datasets.coco import register_from_config
+    from detlab.data.datasets.register import register_from_config
 
     root = str(tmp_path / "split")
     cfg = get_cfg()
     cfg.DATASETS.REGISTER = [
         {
             "name": "ev_cfg",
-            "events_root": root,
+            "format": "events",
+            "root": root,
             "classes": ["a", "b"],
             "sensor_size": [H, W],
             "window_us": 100_000,
@@ -350,7 +352,8 @@ def test_inspect_events_tool(recordings, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "3 recordings" in out and "rec1_td.dat" in out
     assert "boxes per class: a 2, b 20" in out  # rec0: 19 b; rec1: a at 100/150 ms, b at 700
-    assert "dropped_boxes 2" in out and "clipped_boxes 1" in out
+    assert "1 boxes reach outside their image; clipped" in out
+    assert "1 boxes have a class_id outside the dataset's classes; dropped" in out
     assert tool.main(["--root", str(tmp_path / "nope"), "--preset", "gen1"]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -37,7 +37,8 @@ def test_etram_configs_are_event_stream_models(name):
     assert cfg.DATALOADER.SEQUENCE.SAMPLING == "stream"
     assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER) == (6, 100000)
     assert cfg.DATASETS.REGISTER[0]["preset"] == "etram"
-    assert os.path.isabs(cfg.DATASETS.REGISTER[0]["events_root"])
+    assert cfg.DATASETS.REGISTER[0]["format"] == "events"
+    assert os.path.isabs(cfg.DATASETS.REGISTER[0]["root"])
     model = build_model(cfg)
     assert model.temporal.levels == [f"res{s + 1}" for s in stages]  # a cell per FPN input
     assert model.backbone.in_channels == 2 * cfg.INPUT.EVENTS.NUM_BINS == 20
@@ -123,12 +124,14 @@ def test_etram_layout_trains_evaluates_and_ranks(tmp_path):
         cfg.DATASETS.REGISTER = [
             {
                 "name": "etram_train",
-                "events_root": str(tmp_path / "etram" / "train"),
+                "format": "events",
+                "root": str(tmp_path / "etram" / "train"),
                 "preset": "etram",
             },
             {
                 "name": "etram_val",
-                "events_root": str(tmp_path / "etram" / "val"),
+                "format": "events",
+                "root": str(tmp_path / "etram" / "val"),
                 "preset": "etram",
             },
         ]

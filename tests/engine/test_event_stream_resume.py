@@ -48,7 +48,8 @@ def _config(tmp_path) -> str:
     cfg.DATASETS.REGISTER = [
         {
             "name": "kill_ev",
-            "events_root": root,
+            "format": "events",
+            "root": root,
             "classes": ["small", "big"],
             "sensor_size": [48, 64],
         }

@@ -17,8 +17,9 @@ import os
 from dataclasses import replace
 
 from detlab.data.catalog import DatasetCatalog
-from detlab.data.datasets.builtin import build_folder_once
+from detlab.data.datasets.builtin import build_folder_once, data_root
 from detlab.data.datasets.events import load_event_sequences, set_event_metadata
+from detlab.data.datasets.quirks import Quirks, record_quirks
 from detlab.data.datasets.synthetic_events import SyntheticEventSpec, render_recording
 from detlab.data.events.labels import save_labels
 from detlab.data.events.writers import write_events
@@ -77,8 +78,6 @@ def generate_synthetic_events(out_dir: str, spec: SyntheticEventSpec, workers: i
 
 
 def _folder(name: str, spec: SyntheticEventSpec, root: str | None) -> str:
-    from detlab.data.datasets.builtin import data_root
-
     digest = hashlib.sha1(spec.fingerprint().encode()).hexdigest()[:10]
     return os.path.join(root or data_root(), "synthetic_events", f"{name}-{digest}")
 
@@ -87,7 +86,7 @@ def register_synthetic_events(name: str, spec: SyntheticEventSpec, root: str | N
     """Register a synthetic event set generated on first use into ``root`` (default cache)."""
     spec = replace(spec)
     classes = list(spec.classes)
-    cache: dict[str, list[dict]] = {}
+    cache: dict[str, tuple[list[dict], Quirks]] = {}
 
     def load() -> list[dict]:
         folder = generate_synthetic_events(_folder(name, spec, root), spec)
@@ -98,8 +97,10 @@ def register_synthetic_events(name: str, spec: SyntheticEventSpec, root: str | N
                 window_us=spec.label_period_us,
                 sensor_size=(spec.height, spec.width),
                 name=name,
-            )[0]
-        return list(cache[folder])
+            )
+        dicts, quirks = cache[folder]
+        record_quirks(name, quirks)
+        return list(dicts)
 
     DatasetCatalog.register(name, load)
     set_event_metadata(name, classes, spec.label_period_us)

@@ -16,8 +16,10 @@ visits them, but they give no loss and are not evaluated) and ``label_t_us``. Im
 ``sequence_id · 10^7 + window_index`` with sequences in sorted path order, so they are the same
 in every run and loader.
 
-Boxes are clipped to the sensor (counted as ``clipped_boxes``); boxes left empty, smaller
-than ``min_box_side`` or of a class outside ``classes`` are dropped (``dropped_boxes``).
+Boxes go through the readers' one box check (clipped to the sensor; empty, non-finite or
+outside boxes dropped), then boxes narrower than ``min_box_side`` or of a class outside
+``classes`` are dropped; everything is counted as the dataset's quirks (logged once, fed to
+the loader counters ``data/clipped_boxes`` and ``data/dropped_boxes``).
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from detlab.data.catalog import DatasetCatalog, MetadataCatalog
+from detlab.data.datasets.quirks import Quirks, clean_box, record_quirks
 from detlab.data.events.labels import label_path_for, load_labels
 from detlab.data.events.readers import EVENT_SUFFIXES, open_events
 from detlab.utils.errors import UserError
@@ -39,11 +41,10 @@ __all__ = [
     "EVENT_PRESETS",
     "IMAGE_ID_STRIDE",
     "event_files",
-    "event_load_stats",
     "forget_event_dataset",
     "load_event_sequences",
     "register_event_sequences",
-    "register_events_from_entry",
+    "register_events_entry",
     "set_event_metadata",
     "window_grid",
 ]
@@ -121,7 +122,7 @@ def _sequence_dicts(
     class_map: dict[int, int],
     sensor_size: tuple[int, int] | None,
     min_box_side: float,
-    stats: Counter,
+    quirks: Quirks,
 ) -> list[dict]:
     reader = open_events(path)
     size = reader.sensor_size or sensor_size
@@ -135,7 +136,10 @@ def _sequence_dicts(
     labels = None
     if os.path.isfile(label_file):
         labels, unsorted = load_labels(label_file)
-        stats["unsorted_labels"] += unsorted
+        if unsorted:
+            quirks.add("unsorted_labels", os.path.basename(label_file), n=unsorted)
+    else:
+        quirks.add("missing_event_labels", os.path.basename(path))
     n = reader.num_events
     t_first = int(reader.read_t(0, 1)[0]) if n else 0
     t_last = int(reader.read_t(n - 1, n)[0]) if n else 0
@@ -148,16 +152,19 @@ def _sequence_dicts(
         for k in np.unique(win).tolist():
             rows = labels[win == k]
             latest = rows["t"].max()
-            stats["merged_label_times"] += len(np.unique(rows["t"])) - 1
+            merged = len(np.unique(rows["t"])) - 1
+            if merged:
+                quirks.add("merged_label_times", f"{os.path.basename(path)} @{latest} µs", merged)
             per_window[k] = rows[rows["t"] == latest]
     name = os.path.relpath(path, root) if os.path.isdir(root) else os.path.basename(path)
     dicts = []
     for k, end in enumerate(ends.tolist()):
         rows = per_window.get(k)
+        where = f"{os.path.basename(path)} @{end} µs"
         anns = (
             []
             if rows is None
-            else _annotations(rows, height, width, class_map, min_box_side, stats)
+            else _annotations(rows, height, width, class_map, min_box_side, quirks, where)
         )
         dicts.append(
             {
@@ -181,32 +188,27 @@ def _sequence_dicts(
     return dicts
 
 
-def _annotations(rows, height, width, class_map, min_side, stats: Counter) -> list[dict]:
-    x0 = rows["x"].astype(np.float64)
-    y0 = rows["y"].astype(np.float64)
-    x1, y1 = x0 + rows["w"], y0 + rows["h"]
-    cx0, cy0 = np.clip(x0, 0, width), np.clip(y0, 0, height)
-    cx1, cy1 = np.clip(x1, 0, width), np.clip(y1, 0, height)
-    moved = (cx0 != x0) | (cy0 != y0) | (cx1 != x1) | (cy1 != y1)
-    w, h = cx1 - cx0, cy1 - cy0
+def _annotations(rows, height, width, class_map, min_side, quirks: Quirks, where) -> list[dict]:
     anns = []
-    for i in range(len(rows)):
-        cls = class_map.get(int(rows["class_id"][i]))
+    for r in rows.tolist():
+        _, x, y, w, h, class_id, track_id, _ = r
+        cls = class_map.get(int(class_id))
         if cls is None:
-            stats["unknown_class_boxes"] += 1
-            stats["dropped_boxes"] += 1
+            quirks.add("unknown_class", f"{where}: class_id {class_id}")
             continue
-        if not (w[i] > 0 and h[i] > 0) or min(w[i], h[i]) < min_side:
-            stats["dropped_boxes"] += 1
+        box = clean_box(x, y, x + w, y + h, width, height, quirks, where)
+        if box is None:
             continue
-        stats["clipped_boxes"] += int(moved[i])
+        if min(box[2], box[3]) < min_side:
+            quirks.add("small_box", where)
+            continue
         anns.append(
             {
-                "bbox": [float(cx0[i]), float(cy0[i]), float(w[i]), float(h[i])],
+                "bbox": box,
                 "category_id": cls,
                 "iscrowd": 0,
-                "area": float(w[i] * h[i]),
-                "track_id": int(rows["track_id"][i]),
+                "area": box[2] * box[3],
+                "track_id": int(track_id),
             }
         )
     return anns
@@ -222,8 +224,8 @@ def load_event_sequences(
     min_box_side: float = 0.0,
     require_labels: bool = False,
     name: str = "",
-) -> tuple[list[dict], dict[str, int]]:
-    """Dataset dicts of every recording under ``root`` → (dicts, counts of repairs/drops)."""
+) -> tuple[list[dict], Quirks]:
+    """Dataset dicts of every recording under ``root`` → (dicts, what was repaired/dropped)."""
     if window_us <= 0:
         raise UserError(f"Event dataset '{name}': window_us must be positive, got {window_us}.")
     files = event_files(root)
@@ -237,7 +239,7 @@ def load_event_sequences(
             f"Event dataset '{name}': class_ids has {len(ids)} entries for {len(classes)} classes."
         )
     class_map = {src: i for i, src in enumerate(ids)}
-    stats: Counter = Counter()
+    quirks = Quirks(f"Event dataset '{name}'" if name else root)
     dicts: list[dict] = []
     for seq_id, path in enumerate(files):
         if require_labels and not os.path.isfile(label_path_for(path)):
@@ -253,20 +255,14 @@ def load_event_sequences(
                 class_map=class_map,
                 sensor_size=sensor_size,
                 min_box_side=float(min_box_side),
-                stats=stats,
+                quirks=quirks,
             )
         )
-    if stats["unknown_class_boxes"]:
-        logger.warning(
-            "Event dataset '%s': %d boxes have a class_id outside %s and were dropped.",
-            name,
-            stats["unknown_class_boxes"],
-            ids,
-        )
-    return dicts, dict(stats)
+    quirks.log()
+    return dicts, quirks
 
 
-_LOADED: dict[str, tuple[list[dict], dict[str, int]]] = {}
+_LOADED: dict[str, tuple[list[dict], Quirks]] = {}
 _LOCK = threading.Lock()
 
 
@@ -313,7 +309,9 @@ def register_event_sequences(
                     min_box_side=min_box_side,
                     name=name,
                 )
-            return list(_LOADED[name][0])
+            dicts, quirks = _LOADED[name]
+        record_quirks(name, quirks)
+        return list(dicts)
 
     DatasetCatalog.register(name, load)
     set_event_metadata(name, classes, window_us, events_root=root, **metadata)
@@ -331,59 +329,32 @@ def set_event_metadata(name: str, classes: list[str], window_us: int, **extra: A
     )
 
 
-def event_load_stats(name: str) -> dict[str, int]:
-    """Repair and drop counts of a loaded event dataset (empty before its first load)."""
-    return dict(_LOADED.get(name, ([], {}))[1])
-
-
 def forget_event_dataset(name: str) -> None:
     """Drop the cached dicts of ``name`` (e.g. after its files changed)."""
     with _LOCK:
         _LOADED.pop(name, None)
 
 
-_ENTRY_KEYS = {
-    "name",
-    "events_root",
-    "classes",
-    "preset",
-    "class_ids",
-    "window_us",
-    "sensor_size",
-    "min_box_side",
-}
+def register_events_entry(where: str, name: str, opts: dict[str, Any], extra: dict) -> None:
+    """Register a ``DATASETS.REGISTER`` entry of format ``events`` (fields in ``opts``)."""
+    root = os.path.abspath(os.path.expanduser(str(opts.get("root") or "")))
+    if not opts.get("root") or not os.path.exists(root):
+        raise UserError(
+            f"{where} needs root, an existing folder of event recordings (format events); got "
+            f"{opts.get('root')!r} (paths are relative to the config file that declares them)."
+        )
+    from detlab.data.datasets.names import class_names
 
-
-def register_events_from_entry(i: int, entry: dict) -> bool:
-    """Register one ``DATASETS.REGISTER`` entry with ``events_root``; False if already done."""
-    name = str(entry["name"])
-    root = os.path.abspath(os.path.expanduser(str(entry["events_root"])))
-    unknown = set(entry) - _ENTRY_KEYS
-    if unknown:
-        raise UserError(
-            f"DATASETS.REGISTER[{i}] ('{name}') has unknown keys {sorted(unknown)}; an event "
-            f"dataset takes {', '.join(sorted(_ENTRY_KEYS))}."
-        )
-    if name in DatasetCatalog:
-        if MetadataCatalog.get(name).get("events_root") == root:
-            return False
-        raise UserError(
-            f"DATASETS.REGISTER[{i}] names '{name}', which is already registered with other "
-            "files; choose another name."
-        )
-    if not os.path.exists(root):
-        raise UserError(
-            f"DATASETS.REGISTER[{i}] ('{name}'): events_root {root} does not exist; paths are "
-            "relative to the config file that declares them."
-        )
+    classes = class_names(opts.get("classes"), where)  # a list, or a names file
     register_event_sequences(
         name,
         root,
-        entry.get("classes"),
-        preset=entry.get("preset"),
-        class_ids=entry.get("class_ids"),
-        window_us=int(entry.get("window_us", 50000)),
-        sensor_size=entry.get("sensor_size"),
-        min_box_side=float(entry.get("min_box_side", 0.0)),
+        classes,
+        preset=opts.get("preset"),
+        class_ids=opts.get("class_ids"),
+        window_us=int(opts.get("window_us") or 50000),
+        sensor_size=opts.get("sensor_size"),
+        min_box_side=float(opts.get("min_box_side") or 0.0),
+        dataset_format="events",
+        **extra,
     )
-    return True

@@ -40,7 +40,7 @@ def event_dataset_report(
         sensor_size = sensor_size or EVENT_PRESETS[preset]["sensor_size"]
     if not classes:
         raise UserError("Give the class names (--classes) or a --preset.")
-    dicts, stats = load_event_sequences(
+    dicts, quirks = load_event_sequences(
         root,
         list(classes),
         class_ids=class_ids,
@@ -76,7 +76,7 @@ def event_dataset_report(
         )
     lines += ["", "boxes per class: " + _fmt(per_class, classes)]
     lines += ["boxes per size (sensor px²): " + _fmt(per_bucket, [b[0] for b in _BUCKETS])]
-    lines += ["labels: " + _fmt(stats, sorted(stats)) if stats else "labels: nothing repaired"]
+    lines += quirks.lines() or ["labels: nothing to report"]
     return "\n".join(lines)
 
 
