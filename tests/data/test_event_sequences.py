@@ -22,6 +22,7 @@ from detlab.data.datasets.events import (
 from detlab.data.datasets.quirks import dataset_quirks
 from detlab.data.events import BBOX_DTYPE, save_labels, write_dat, write_npy
 from detlab.data.sequence_samplers import SequenceBatchStream, SequenceLayout, split_pieces
+from detlab.utils.errors import UserError
 
 H, W = 24, 32
 
@@ -140,9 +141,25 @@ def test_register_from_config_entry(recordings, tmp_path):
         dicts = DatasetCatalog.get("ev_cfg")
         assert dicts[0]["t_end_us"] - dicts[0]["t_start_us"] == 100_000
         assert MetadataCatalog.get("ev_cfg").thing_classes == ["a", "b"]
+        names = tmp_path / "names.txt"
+        names.write_text("a\nb\n")
+        good = dict(cfg.DATASETS.REGISTER[0])
+        cfg.DATASETS.REGISTER = [dict(good, name="ev_names", classes=str(names))]
+        assert register_from_config(cfg) == ["ev_names"]
+        assert MetadataCatalog.get("ev_names").thing_classes == ["a", "b"]
+        for bad, message in (
+            ({"split_ratios": {"train": 0.8, "val": 0.2}}, "split event recordings by folder"),
+            ({"root": str(tmp_path / "missing")}, "needs root, an existing folder"),
+            ({"classes": ["a", "b"], "preset": "gen2"}, "unknown preset 'gen2'"),
+        ):
+            cfg.DATASETS.REGISTER = [dict(good, name="ev_bad", **bad)]
+            with pytest.raises(UserError, match=message):
+                register_from_config(cfg)
+            assert "ev_bad" not in DatasetCatalog
     finally:
-        DatasetCatalog.remove("ev_cfg")
-        MetadataCatalog.remove("ev_cfg")
+        for n in ("ev_cfg", "ev_names"):
+            DatasetCatalog.remove(n)
+            MetadataCatalog.remove(n)
 
 
 def test_split_pieces_keeps_labels_at_most_length_apart():

@@ -262,7 +262,7 @@ def load_event_sequences(
     return dicts, quirks
 
 
-_LOADED: dict[str, tuple[list[dict], Quirks]] = {}
+_LOADED: dict[tuple, tuple[list[dict], Quirks]] = {}
 _LOCK = threading.Lock()
 
 
@@ -278,7 +278,8 @@ def register_event_sequences(
     min_box_side: float = 0.0,
     **metadata: Any,
 ) -> None:
-    """Register the recordings under ``root`` as dataset ``name`` (loaded lazily, once).
+    """Register the recordings under ``root`` as dataset ``name``: read once now (errors show
+    at registration) and served from memory on every ``DatasetCatalog.get``.
 
     ``preset`` ("etram", "gen1", "gen4") supplies ``classes`` and ``sensor_size``;
     ``class_ids`` picks and orders the label class ids to keep (default: ``0..K-1``).
@@ -297,22 +298,29 @@ def register_event_sequences(
     root = os.path.abspath(os.path.expanduser(root))
     classes = [str(c) for c in classes]
 
+    size = tuple(sensor_size) if sensor_size else None
+    ids = tuple(class_ids) if class_ids is not None else None
+    key = (name, root, tuple(classes), ids, int(window_us), size, float(min_box_side))
+
     def load() -> list[dict]:
         with _LOCK:
-            if name not in _LOADED:
-                _LOADED[name] = load_event_sequences(
+            if key not in _LOADED:
+                _LOADED[key] = load_event_sequences(
                     root,
                     classes,
                     class_ids=class_ids,
                     window_us=window_us,
-                    sensor_size=tuple(sensor_size) if sensor_size else None,
+                    sensor_size=size,
                     min_box_side=min_box_side,
                     name=name,
                 )
-            dicts, quirks = _LOADED[name]
+            dicts, quirks = _LOADED[key]
         record_quirks(name, quirks)
         return list(dicts)
 
+    if name in DatasetCatalog:
+        raise UserError(f"Dataset '{name}' is already registered; choose another name.")
+    load()  # read now, so a bad folder or label file is reported at registration
     DatasetCatalog.register(name, load)
     set_event_metadata(name, classes, window_us, events_root=root, **metadata)
 
@@ -330,9 +338,10 @@ def set_event_metadata(name: str, classes: list[str], window_us: int, **extra: A
 
 
 def forget_event_dataset(name: str) -> None:
-    """Drop the cached dicts of ``name`` (e.g. after its files changed)."""
+    """Drop the cached dicts of every registration named ``name`` (e.g. its files changed)."""
     with _LOCK:
-        _LOADED.pop(name, None)
+        for key in [k for k in _LOADED if k[0] == name]:
+            _LOADED.pop(key)
 
 
 def register_events_entry(where: str, name: str, opts: dict[str, Any], extra: dict) -> None:
