@@ -99,11 +99,12 @@ class EventRepresentation:
         width: int,
         t_start: int | None = None,
         t_end: int | None = None,
+        dtype: type = np.int64,
     ) -> tuple[np.ndarray, ...]:
-        """``x, y, p, t`` as int64/uint8 arrays, without the events outside the sensor (and
-        outside ``[t_start, t_end)`` when given); a mask is only built when one is needed."""
-        x, y = np.asarray(events.x, dtype=np.int64), np.asarray(events.y, dtype=np.int64)
-        p = (np.asarray(events.p) > 0).astype(np.int64)
+        """``x, y, p`` (as ``dtype``, p 0/1) and ``t`` (int64), without the events outside the
+        sensor (and outside ``[t_start, t_end)`` when given); a mask is built only if needed."""
+        x, y = np.asarray(events.x, dtype=dtype), np.asarray(events.y, dtype=dtype)
+        p = (np.asarray(events.p) > 0).astype(dtype)
         t = np.asarray(events.t, dtype=np.int64)
         if not len(t):
             return x, y, p, t
@@ -118,6 +119,11 @@ class EventRepresentation:
         return x[keep], y[keep], p[keep], t[keep]
 
 
+def _index_dtype(size: int) -> type:
+    """int32 indices when they fit (half the memory traffic of int64), else int64."""
+    return np.int32 if size < 2**31 else np.int64
+
+
 def _pixel_index(
     p: np.ndarray,
     y: np.ndarray,
@@ -127,7 +133,8 @@ def _pixel_index(
     height: int,
     width: int,
 ) -> np.ndarray:
-    """Flat index ``((p·planes + plane)·H + y)·W + x`` computed in place in one int64 array."""
+    """Flat index ``((p·planes + plane)·H + y)·W + x`` computed in place in one array of
+    ``p``'s integer type."""
     flat = p * planes
     flat += plane
     flat *= height
@@ -202,11 +209,12 @@ class StackedHistogram(EventRepresentation):
 
     def __call__(self, events, t_start, t_end, height, width):
         nb, size = self.num_bins, 2 * self.num_bins * height * width
-        x, y, p, t = self._valid(events, height, width, int(t_start), int(t_end))
+        dtype = _index_dtype(size)
+        x, y, p, t = self._valid(events, height, width, int(t_start), int(t_end), dtype)
         b = t - int(t_start)
         b *= nb
         b //= max(int(t_end) - int(t_start), 1)
-        flat = _pixel_index(p, y, x, b, nb, height, width)
+        flat = _pixel_index(p, y, x, b.astype(dtype, copy=False), nb, height, width)
         return _count(flat, size, self.count_cutoff).view(2 * nb, height, width)
 
 
@@ -280,7 +288,8 @@ class TimeSurface(EventRepresentation):
         return torch.from_numpy(out).view(2, height, width)
 
     def _update(self, last: np.ndarray, events: Events, t_end: int, height: int, width: int):
-        x, y, p, t = self._valid(events, height, width, np.iinfo(np.int64).min, int(t_end))
+        dtype = _index_dtype(last.size)
+        x, y, p, t = self._valid(events, height, width, np.iinfo(np.int64).min, int(t_end), dtype)
         np.maximum.at(last, _pixel_index(p, y, x, 0, 1, height, width), t)
 
     def _since(self, t_start: int, t_end: int) -> int:
