@@ -427,3 +427,45 @@ def test_visualize_event_windows_with_a_recurrent_model(recordings, tmp_path, mo
     assert len(files) == 2
     img = cv2.imread(str(files[0]))
     assert img.shape == (H, W, 3) and img.max() > 0  # the window's events are drawn
+
+
+@pytest.mark.parametrize("zoom", ["in", "out", "flip"])
+def test_augmentations_move_boxes_with_the_events(tmp_path, zoom):
+    """Events fill exactly the labelled box; after each augmentation the box still holds them."""
+    from detlab.data.events import StackedHistogram
+    from detlab.data.mappers.event_mapper import EventWindowMapper
+
+    h, w = 48, 64
+    ys, xs = np.mgrid[10:22, 30:46]  # a 16x12 block of pixels
+    n = xs.size
+    path = str(tmp_path / "block.npy")
+    write_npy(path, xs.ravel(), ys.ravel(), np.ones(n), np.full(n, 500), h, w)
+    d = {
+        "file_name": path,
+        "t_start_us": 0,
+        "t_end_us": 1000,
+        "height": h,
+        "width": w,
+        "image_id": 1,
+        "window_index": 0,
+        "labelled": True,
+        "annotations": [{"bbox": [30.0, 10.0, 16.0, 12.0], "category_id": 0, "iscrowd": 0}],
+    }
+    probs = {"in": (0.0, 1.0, 0.0), "out": (0.0, 0.0, 1.0), "flip": (1.0, 0.0, 0.0)}[zoom]
+    mapper = EventWindowMapper(
+        True,
+        representation=StackedHistogram(1, 255),
+        hflip_prob=probs[0],
+        zoom_in_prob=probs[1],
+        zoom_in_max=1.5,
+        zoom_out_prob=probs[2],
+        zoom_out_max=1.5,
+    )
+    for seed in range(5):
+        out = mapper(d, np.random.default_rng(seed))
+        img = out["image"].sum(0)
+        x0, y0, x1, y1 = out["instances"].boxes[0].tolist()
+        inside = img[int(np.floor(y0)) : int(np.ceil(y1)), int(np.floor(x0)) : int(np.ceil(x1))]
+        assert float(inside.sum()) == pytest.approx(float(img.sum()))  # nothing outside the box
+        assert float(img.sum()) > 0
+        assert (x1 - x0) * (y1 - y0) > 0.3 * 16 * 12  # the box still covers the block
