@@ -69,10 +69,21 @@ def _draw_samples(trainer: Any, model: Any, storage: Any) -> None:
                 gt = inp["instances"].boxes.detach().cpu().float()  # already in image pixels
             else:
                 gt = (gt_by_id or {}).get(inp["image_id"], torch.zeros(0, 4)) * scale
-            storage.put_image(f"val/{name}/{shown}", draw_detections(img, gt, pred))
+            storage.put_image(f"val/{name}/{shown}", draw_detections(_viewable(img), gt, pred))
             shown += 1
             if shown >= n:
                 return
+
+
+def _viewable(image: torch.Tensor) -> torch.Tensor:
+    """More than 3 channels (event tensors: OFF then ON bins, or early then late bins) → a BGR
+    picture: the first half summed in blue, the second half in red."""
+    if image.shape[0] <= 3:
+        return image
+    half = image.shape[0] // 2
+    blue, red = image[:half].float().sum(0), image[half:].float().sum(0)
+    scale = 255.0 / max(float(torch.maximum(blue, red).max()), 1e-6)
+    return torch.stack([blue * scale, torch.zeros_like(blue), red * scale])
 
 
 def _ground_truth(name: str) -> dict[Any, torch.Tensor]:

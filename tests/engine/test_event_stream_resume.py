@@ -134,3 +134,19 @@ def test_sigkilled_stream_run_resumes_exactly(tmp_path):
     a = load_checkpoint_file(str(tmp_path / "ref" / "model_final.pth"))["model"]
     b = load_checkpoint_file(str(out / "model_final.pth"))["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_event_tensors_are_drawn_as_pictures():
+    from detlab.engine.samples import _viewable, draw_detections
+
+    hist = torch.zeros(10, 8, 12)
+    hist[2, 1, 1] = 3  # an OFF event (first half of the channels)
+    hist[7, 4, 6] = 5  # an ON event
+    pic = _viewable(hist)
+    assert pic.shape == (3, 8, 12)
+    assert pic[0, 1, 1] > 0 and pic[2, 1, 1] == 0  # OFF: blue (BGR)
+    assert pic[2, 4, 6] == 255 and pic[0, 4, 6] == 0  # ON: red
+    drawn = draw_detections(pic, torch.tensor([[1.0, 1.0, 6.0, 6.0]]), torch.zeros(0, 4))
+    assert drawn.shape == (3, 8, 12) and drawn.dtype == torch.uint8
+    rgb = torch.rand(3, 8, 12)
+    assert _viewable(rgb) is rgb
