@@ -23,6 +23,7 @@ from detlab.modeling.backbone.build import BACKBONE_REGISTRY
 from detlab.modeling.layers import get_norm
 from detlab.structures import ShapeSpec
 from detlab.utils.errors import UserError
+from detlab.utils.registry import instantiate
 
 __all__ = ["ResNet", "convert_frozen_batchnorm"]
 
@@ -180,9 +181,7 @@ class ResNet(nn.Module):
 
 def _register(name: str) -> None:
     def build(cfg: Any) -> ResNet:
-        args = ResNet.from_config(cfg)
-        args["depth_name"] = name
-        return ResNet(**args)
+        return instantiate(ResNet, cfg, depth_name=name)
 
     build.__name__ = name
     build.__qualname__ = name
