@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from detlab.utils.cli import DetlabArgumentParser, run_tool
@@ -53,7 +54,7 @@ def sample_images(cfg: Any, num: int) -> tuple[list[torch.Tensor], str]:
         for d in dicts:
             if len(images) >= num:
                 break
-            out = mapper(d)
+            out = mapper(d, np.random.default_rng(0))
             if out is not None:
                 images.append(out["image"])
         source = names[0]

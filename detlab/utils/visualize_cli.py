@@ -127,7 +127,7 @@ def predict_images(cfg: Any, model: Any, dicts: Sequence[dict]) -> dict[Any, dic
     out: dict[Any, dict] = {}
     with torch.no_grad():
         for d in dicts:
-            inp = mapper(d)
+            inp = mapper(d, np.random.default_rng(0))
             if inp is None:
                 continue
             inst = model([inp])[0]["instances"]
