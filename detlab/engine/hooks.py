@@ -7,6 +7,7 @@ from detlab.utils.registry import Registry
 
 __all__ = ["HOOK_REGISTRY", "HookBase"]
 
+
 def _check_hook(hook: object, label: str) -> None:
     if not isinstance(hook, HookBase):
         raise ContractError(
