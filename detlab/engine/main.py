@@ -43,12 +43,12 @@ def train_main(args: Any, trainer_cls: Any = None) -> dict[str, Any]:
 
 
 def _load_eval_weights(cfg: Any, model: Any) -> None:
-    from detlab.modeling import load_weights
+    from detlab.modeling import load_model_weights
     from detlab.utils.errors import UserError
 
     if not cfg.MODEL.WEIGHTS:
         raise UserError("--eval-only needs MODEL.WEIGHTS; pass MODEL.WEIGHTS path/to/model.pth.")
-    load_weights(model, cfg.MODEL.WEIGHTS)
+    load_model_weights(model, cfg.MODEL.WEIGHTS)
 
 
 def main_from_args(args: Any, trainer_cls: Any = None) -> int:

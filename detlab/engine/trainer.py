@@ -238,15 +238,14 @@ class Trainer:
             _trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.jsonl"), self.start_iter)
         comm.synchronize()
 
-    def load_weights(self, path: str) -> None:
-        """Initialise the model from ``path``: a detlab checkpoint, a bare state dict or a
-        torchvision backbone/detector state dict (see :func:`detlab.modeling.load_weights`)."""
-        from detlab.modeling import load_weights
+    def load_weights(self, spec: str) -> None:
+        """Initialise the model (and its EMA) from ``MODEL.WEIGHTS`` with
+        :func:`detlab.modeling.load_model_weights`."""
+        from detlab.modeling import load_model_weights
 
-        load_weights(unwrap_model(self.model), path)
+        load_model_weights(unwrap_model(self.model), spec)
         if self.ema is not None:
             self.ema.module.load_state_dict(unwrap_model(self.model).state_dict())
-        logger.info(f"Loaded weights from {path}")
 
     # ------------------------------------------------------------------ loop
     def request_stop(self, reason: str) -> None:

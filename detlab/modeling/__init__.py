@@ -14,7 +14,12 @@ from detlab.modeling.heads.build import (
 from detlab.modeling.losses.size_weights import SIZE_WEIGHT_REGISTRY, SizeWeighting
 from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model
 from detlab.modeling.neck.build import NECK_REGISTRY, build_neck
-from detlab.modeling.weights import format_load_report, load_weights
+from detlab.modeling.weights import (
+    WEIGHT_SOURCE_REGISTRY,
+    build_inference_model,
+    format_load_report,
+    load_model_weights,
+)
 
 __all__ = [
     "BACKBONE_REGISTRY",
@@ -28,6 +33,8 @@ __all__ = [
     "build_backbone",
     "build_model",
     "build_neck",
+    "WEIGHT_SOURCE_REGISTRY",
+    "build_inference_model",
     "format_load_report",
-    "load_weights",
+    "load_model_weights",
 ]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from detlab.modeling import build_model, load_weights
+from detlab.modeling import build_model, load_model_weights
 from detlab.utils.errors import UserError
 
 
@@ -26,7 +26,7 @@ def test_detlab_checkpoint_round_trip(tiny_cfg, tmp_path):
     torch.save({"model": src.state_dict(), "iteration": 5}, path)
     torch.manual_seed(1)
     dst = build_model(_cfg(tiny_cfg))
-    report = load_weights(dst, str(path))
+    report = load_model_weights(dst, str(path))
     assert not report["missing"] and not report["unexpected"] and not report["skipped"]
     for k, v in src.state_dict().items():
         assert torch.equal(v, dst.state_dict()[k]), k
@@ -38,7 +38,7 @@ def test_torchvision_backbone_state_dict_into_single_channel(tiny_cfg, tmp_path)
     path = tmp_path / "resnet18.pth"
     torch.save(tv.state_dict(), path)
     model = build_model(_cfg(tiny_cfg, channels=1))
-    report = load_weights(model, str(path))
+    report = load_model_weights(model, str(path))
     assert report["adapted"] == ["backbone.conv1.weight"]
     torch.testing.assert_close(model.backbone.conv1.weight, tv.conv1.weight.sum(1, keepdim=True))
     torch.testing.assert_close(model.backbone.layer3[1].conv2.weight, tv.layer3[1].conv2.weight)
@@ -55,7 +55,7 @@ def test_torchvision_detection_state_dict(tiny_cfg, tmp_path):
     cfg = _cfg(tiny_cfg, channels=3)
     cfg.MODEL.BACKBONE.NAME = "resnet50"
     model = build_model(cfg)
-    report = load_weights(model, str(path))
+    report = load_model_weights(model, str(path))
     torch.testing.assert_close(
         model.backbone.layer4[2].conv3.weight, tv.backbone.body.layer4[2].conv3.weight
     )
@@ -65,14 +65,14 @@ def test_torchvision_detection_state_dict(tiny_cfg, tmp_path):
 def test_bad_weight_files_are_user_errors(tiny_cfg, tmp_path):
     model = build_model(_cfg(tiny_cfg))
     with pytest.raises(UserError, match="does not exist"):
-        load_weights(model, str(tmp_path / "nope.pth"))
+        load_model_weights(model, str(tmp_path / "nope.pth"))
     bad = tmp_path / "bad.pth"
     bad.write_text("not a checkpoint")
     with pytest.raises(UserError, match="cannot be read"):
-        load_weights(model, str(bad))
+        load_model_weights(model, str(bad))
     torch.save({"model": "text"}, tmp_path / "odd.pth")
     with pytest.raises(UserError, match="no state dict"):
-        load_weights(model, str(tmp_path / "odd.pth"))
+        load_model_weights(model, str(tmp_path / "odd.pth"))
 
 
 @pytest.mark.skipif(
