@@ -345,6 +345,9 @@ class Trainer:
     def _wrap_ddp(self, batch: list[dict]) -> None:
         """Wrap the model for DDP; look for unused parameters only if this batch leaves some
         parameters without a gradient (e.g. a backbone stage the FPN does not read)."""
+        from detlab.modeling.layers import check_sync_batchnorm
+
+        check_sync_batchnorm(self.model, self.device)
         unused = parameters_without_grad(self.model, batch)
         find_unused = comm.all_reduce_any(bool(unused), self.device)
         if find_unused:

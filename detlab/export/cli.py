@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from detlab.utils.cli import DetlabArgumentParser, run_tool
+from detlab.utils.cli import DetlabArgumentParser, parse_with_overrides, run_tool
 from detlab.utils.errors import UserError
-from detlab.utils.ops_cli import parse_with_overrides
 
 __all__ = ["main", "sample_images"]
 

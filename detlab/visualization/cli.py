@@ -17,10 +17,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detlab.utils.cli import DetlabArgumentParser, run_tool
+from detlab.utils.cli import DetlabArgumentParser, parse_with_overrides, run_tool
 from detlab.utils.errors import UserError
-from detlab.utils.ops_cli import parse_with_overrides
-from detlab.utils.visualizer import draw_instances, to_display_image
+from detlab.visualization.draw import draw_instances, to_display_image
 
 __all__ = [
     "load_predictions_json",
