@@ -134,13 +134,18 @@ def _compare(out: Any, declared: dict[str, ShapeSpec], size: int, label: str, ca
             )
 
 
-def check_backbone(component: Any, label: str) -> None:
-    """BACKBONE contract (see :data:`detlab.modeling.backbone.BACKBONE_REGISTRY`)."""
+def _declared(component: Any, label: str, prefix: str) -> tuple[nn.Module, dict[str, ShapeSpec]]:
     module = _module(component, label)
     if not callable(getattr(module, "output_shape", None)):
         raise _fail(label, "it has no output_shape() method")
     shapes = module.output_shape()
-    check_shapes(shapes, label, "res")
+    check_shapes(shapes, label, prefix)
+    return module, shapes
+
+
+def check_backbone(component: Any, label: str) -> None:
+    """BACKBONE contract (see :data:`detlab.modeling.backbone.BACKBONE_REGISTRY`)."""
+    module, shapes = _declared(component, label, "res")
     in_ch = getattr(module, "in_channels", None)
     if not isinstance(in_ch, int) or in_ch < 1:
         raise _fail(label, "it has no integer in_channels attribute (image channels it takes)")
@@ -152,11 +157,7 @@ def check_backbone(component: Any, label: str) -> None:
 
 def check_neck(component: Any, label: str, input_shape: dict[str, ShapeSpec]) -> None:
     """NECK contract (see :data:`detlab.modeling.neck.NECK_REGISTRY`)."""
-    module = _module(component, label)
-    if not callable(getattr(module, "output_shape", None)):
-        raise _fail(label, "it has no output_shape() method")
-    shapes = module.output_shape()
-    check_shapes(shapes, label, "p")
+    module, shapes = _declared(component, label, "p")
     names = getattr(module, "in_features", None)
     if not isinstance(names, (list, tuple)) or not names:
         raise _fail(label, "it has no in_features list naming the backbone maps it reads")
@@ -185,25 +186,26 @@ def _check_instances(out: Any, label: str, call: str, fields: Sequence[str]) -> 
         raise _fail(label, f"{call} in eval mode returned Instances without {missing}")
 
 
-def check_dense_head(component: Any, label: str, input_shape: dict[str, ShapeSpec]) -> None:
-    """DENSE_HEAD contract (see :data:`detlab.modeling.heads.DENSE_HEAD_REGISTRY`)."""
+def _probe_on_levels(component: Any, label: str, input_shape: dict[str, ShapeSpec]) -> Any:
+    """Check ``forward(features, image_sizes, targets=None)`` and run it once in eval mode on
+    random levels of the declared shapes."""
     module = _module(component, label)
     if not _takes(module.forward, [], [], None):
         raise _fail(label, "forward must accept (features, image_sizes, targets=None)")
     with _probing(module) as gen:
         feats, sizes = _probe_levels(module, input_shape, gen)
-        out = module(list(feats.values()), sizes)
+        return module(list(feats.values()), sizes)
+
+
+def check_dense_head(component: Any, label: str, input_shape: dict[str, ShapeSpec]) -> None:
+    """DENSE_HEAD contract (see :data:`detlab.modeling.heads.DENSE_HEAD_REGISTRY`)."""
+    out = _probe_on_levels(component, label, input_shape)
     _check_instances(out, label, "forward(features, image_sizes)", ("boxes", "scores", "classes"))
 
 
 def check_proposal_generator(component: Any, label: str, input_shape: dict[str, ShapeSpec]) -> None:
     """PROPOSAL_GENERATOR contract (see ``PROPOSAL_GENERATOR_REGISTRY``)."""
-    module = _module(component, label)
-    if not _takes(module.forward, [], [], None):
-        raise _fail(label, "forward must accept (features, image_sizes, targets=None)")
-    with _probing(module) as gen:
-        feats, sizes = _probe_levels(module, input_shape, gen)
-        out = module(list(feats.values()), sizes)
+    out = _probe_on_levels(component, label, input_shape)
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
         raise _fail(label, "forward must return (proposals, losses dict)")
     _check_instances(out[0], label, "forward", ("proposal_boxes", "objectness_logits"))

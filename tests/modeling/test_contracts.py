@@ -39,6 +39,19 @@ def registered(registry: Registry, obj, name: str | None = None):
         registry._obj_map.pop(name)
 
 
+def build_error(cfg, registry: Registry, obj, key: str) -> pytest.ExceptionInfo:
+    """Register ``obj``, name it in the config ``key`` (e.g. ``"MODEL.BACKBONE.NAME"``) and
+    return the ContractError that building the model raises."""
+    *path, leaf = key.split(".")
+    node = cfg
+    for p in path:
+        node = node[p]
+    with registered(registry, obj) as name, pytest.raises(ContractError) as err:
+        node[leaf] = name
+        build_model(cfg)
+    return err
+
+
 def one_sentence(err: pytest.ExceptionInfo, *parts: str) -> None:
     msg = str(err.value)
     assert "\n" not in msg and msg.endswith("."), msg
@@ -79,20 +92,12 @@ class _LyingBackbone(_MisnamedBackbone):
 
 
 def test_backbone_with_stride_names_off_by_one_fails_at_build(tiny_cfg):
-    cfg = tiny_cfg("FCOS")
-    with registered(BACKBONE_REGISTRY, _MisnamedBackbone) as name:
-        cfg.MODEL.BACKBONE.NAME = name
-        with pytest.raises(ContractError) as err:
-            build_model(cfg)
+    err = build_error(tiny_cfg("FCOS"), BACKBONE_REGISTRY, _MisnamedBackbone, "MODEL.BACKBONE.NAME")
     one_sentence(err, "BACKBONE '_MisnamedBackbone'", "stride-4 map 'res3'", "'res2'")
 
 
 def test_backbone_whose_maps_do_not_match_its_declared_strides_fails(tiny_cfg):
-    cfg = tiny_cfg("FCOS")
-    with registered(BACKBONE_REGISTRY, _LyingBackbone) as name:
-        cfg.MODEL.BACKBONE.NAME = name
-        with pytest.raises(ContractError) as err:
-            build_model(cfg)
+    err = build_error(tiny_cfg("FCOS"), BACKBONE_REGISTRY, _LyingBackbone, "MODEL.BACKBONE.NAME")
     one_sentence(err, "BACKBONE '_LyingBackbone'", "'res4'", "stride=16")
 
 
@@ -100,11 +105,7 @@ def test_backbone_builder_returning_no_module_fails(tiny_cfg):
     def not_a_module(cfg):
         return {"res2": torch.zeros(1)}
 
-    cfg = tiny_cfg("FCOS")
-    with registered(BACKBONE_REGISTRY, not_a_module) as name:
-        cfg.MODEL.BACKBONE.NAME = name
-        with pytest.raises(ContractError) as err:
-            build_model(cfg)
+    err = build_error(tiny_cfg("FCOS"), BACKBONE_REGISTRY, not_a_module, "MODEL.BACKBONE.NAME")
     one_sentence(err, "BACKBONE 'not_a_module'", "not an nn.Module")
 
 
@@ -114,11 +115,7 @@ def test_from_config_must_return_constructor_arguments(tiny_cfg):
         def from_config(cls, cfg):
             return cls()  # an instance, not keyword arguments
 
-    cfg = tiny_cfg("FCOS")
-    with registered(BACKBONE_REGISTRY, _OldStyle) as name:
-        cfg.MODEL.BACKBONE.NAME = name
-        with pytest.raises(ContractError) as err:
-            build_model(cfg)
+    err = build_error(tiny_cfg("FCOS"), BACKBONE_REGISTRY, _OldStyle, "MODEL.BACKBONE.NAME")
     one_sentence(err, "_OldStyle.from_config returned _OldStyle", "keyword arguments")
 
 
@@ -132,11 +129,7 @@ class _NeckMissingLevel(FPN):
 
 
 def test_neck_that_drops_a_declared_level_fails(tiny_cfg):
-    cfg = tiny_cfg("FCOS")
-    with registered(NECK_REGISTRY, _NeckMissingLevel) as name:
-        cfg.MODEL.NECK.NAME = name
-        with pytest.raises(ContractError) as err:
-            build_model(cfg)
+    err = build_error(tiny_cfg("FCOS"), NECK_REGISTRY, _NeckMissingLevel, "MODEL.NECK.NAME")
     one_sentence(err, "NECK '_NeckMissingLevel'", "'p7'")
 
 
@@ -190,25 +183,17 @@ class _HeadWithoutSizes(_HeadReturningDictAtTest):
     ],
 )
 def test_dense_head_with_the_wrong_call_shape_fails(tiny_cfg, head, expected):
-    cfg = tiny_cfg("FCOS")
-    with registered(DENSE_HEAD_REGISTRY, head) as name:
-        cfg.MODEL.FCOS.HEAD_NAME = name
-        with pytest.raises(ContractError) as err:
-            build_model(cfg)
-    one_sentence(err, f"DENSE_HEAD '{name}'", expected)
+    err = build_error(tiny_cfg("FCOS"), DENSE_HEAD_REGISTRY, head, "MODEL.FCOS.HEAD_NAME")
+    one_sentence(err, f"DENSE_HEAD '{head.__name__}'", expected)
 
 
 def test_dense_head_registered_as_proposal_generator_fails(tiny_cfg):
     """FCOS answers with detections, not (proposals, losses): the split registries' point."""
     from detlab.modeling.heads import FCOSHead
 
-    cfg = tiny_cfg("FasterRCNN")
-    cfg.MODEL.FCOS.NUM_CLASSES = 2
-    with registered(PROPOSAL_GENERATOR_REGISTRY, FCOSHead, "FCOSAsRPN") as name:
-        cfg.MODEL.PROPOSAL_GENERATOR.NAME = name
-        with pytest.raises(ContractError) as err:
-            build_model(cfg)
-    one_sentence(err, "PROPOSAL_GENERATOR 'FCOSAsRPN'", "(proposals, losses dict)")
+    key = "MODEL.PROPOSAL_GENERATOR.NAME"
+    err = build_error(tiny_cfg("FasterRCNN"), PROPOSAL_GENERATOR_REGISTRY, FCOSHead, key)
+    one_sentence(err, "PROPOSAL_GENERATOR 'FCOSHead'", "(proposals, losses dict)")
 
 
 def test_roi_heads_without_scores_fail(tiny_cfg):
@@ -221,11 +206,7 @@ def test_roi_heads_without_scores_fail(tiny_cfg):
                 return [Instances(r.image_size, boxes=r.boxes) for r in out]
             return out
 
-    cfg = tiny_cfg("FasterRCNN")
-    with registered(ROI_HEADS_REGISTRY, _NoScores) as name:
-        cfg.MODEL.ROI_HEADS.NAME = name
-        with pytest.raises(ContractError) as err:
-            build_model(cfg)
+    err = build_error(tiny_cfg("FasterRCNN"), ROI_HEADS_REGISTRY, _NoScores, "MODEL.ROI_HEADS.NAME")
     one_sentence(err, "ROI_HEADS '_NoScores'", "without ['scores']")
 
 
@@ -233,11 +214,9 @@ def test_meta_arch_that_is_not_a_module_fails(tiny_cfg):
     def plain_function(cfg):
         return lambda batch: {}
 
-    cfg = tiny_cfg("FCOS")
-    with registered(META_ARCH_REGISTRY, plain_function) as name:
-        cfg.MODEL.META_ARCHITECTURE = name
-        with pytest.raises(ContractError) as err:
-            build_model(cfg)
+    err = build_error(
+        tiny_cfg("FCOS"), META_ARCH_REGISTRY, plain_function, "MODEL.META_ARCHITECTURE"
+    )
     one_sentence(err, "META_ARCH 'plain_function'", "not an nn.Module")
 
 

@@ -20,15 +20,8 @@ from detlab.modeling.weights import register_weight_source
 from detlab.utils.errors import UserError
 
 
-def _cfg(tiny_cfg, channels=1):
-    cfg = tiny_cfg("FCOS", channels=channels)
-    cfg.MODEL.BACKBONE.NAME = "resnet18"
-    cfg.MODEL.RESNETS.WIDTH_MULT = 1.0
-    return cfg
-
-
-def test_a_file_that_matches_nothing_is_an_error(tiny_cfg, tmp_path):
-    model = build_model(_cfg(tiny_cfg))
+def test_a_file_that_matches_nothing_is_an_error(resnet18_cfg, tmp_path):
+    model = build_model(resnet18_cfg())
     path = tmp_path / "other.pth"
     torch.save(torch.nn.Linear(3, 2).state_dict(), path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -39,13 +32,13 @@ def test_a_file_that_matches_nothing_is_an_error(tiny_cfg, tmp_path):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
-def test_partial_match_warns_with_what_was_skipped(tiny_cfg, tmp_path, caplog):
-    src_cfg = _cfg(tiny_cfg)
+def test_partial_match_warns_with_what_was_skipped(resnet18_cfg, tmp_path, caplog):
+    src_cfg = resnet18_cfg()
     src_cfg.MODEL.FCOS.NUM_CLASSES = 5  # another class count: the class logits do not fit
     src = build_model(src_cfg)
     path = tmp_path / "five_classes.pth"
     torch.save({"model": src.state_dict()}, path)
-    model = build_model(_cfg(tiny_cfg))
+    model = build_model(resnet18_cfg())
     with caplog.at_level(logging.INFO, logger="detlab"):
         report = load_model_weights(model, str(path))
     assert [s.split()[0] for s in report["skipped"]] == [
@@ -57,17 +50,17 @@ def test_partial_match_warns_with_what_was_skipped(tiny_cfg, tmp_path, caplog):
     torch.testing.assert_close(model.head.bbox_pred.weight, src.head.bbox_pred.weight)
 
 
-def test_full_match_is_logged_at_info_only(tiny_cfg, tmp_path, caplog):
-    src = build_model(_cfg(tiny_cfg))
+def test_full_match_is_logged_at_info_only(resnet18_cfg, tmp_path, caplog):
+    src = build_model(resnet18_cfg())
     path = tmp_path / "same.pth"
     torch.save({"model": src.state_dict()}, path)
     with caplog.at_level(logging.INFO, logger="detlab"):
-        load_model_weights(build_model(_cfg(tiny_cfg)), f"file://{path}")
+        load_model_weights(build_model(resnet18_cfg()), f"file://{path}")
     assert [r.levelno for r in caplog.records if "Loaded weights" in r.message] == [logging.INFO]
 
 
-def test_uri_schemes_resolve_through_the_source_registry(tiny_cfg):
-    model = build_model(_cfg(tiny_cfg))
+def test_uri_schemes_resolve_through_the_source_registry(resnet18_cfg):
+    model = build_model(resnet18_cfg())
     with pytest.raises(UserError, match="scheme nosuch://, which detlab cannot read"):
         load_model_weights(model, "nosuch://anything")
     tv = torchvision.models.resnet18(weights=None)
@@ -86,14 +79,14 @@ def test_uri_schemes_resolve_through_the_source_registry(tiny_cfg):
     assert report["adapted"] == ["backbone.conv1.weight"]  # same key mapping as a file
 
 
-def test_inference_model_gets_the_torchvision_mapping_and_channel_fold(tiny_cfg, tmp_path):
+def test_inference_model_gets_the_torchvision_mapping_and_channel_fold(resnet18_cfg, tmp_path):
     """visualize.py / export_onnx.py build their model here; they used to load strictly by
     name and so silently ignored a torchvision backbone file."""
     torch.manual_seed(0)
     tv = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"
     torch.save(tv.state_dict(), path)
-    cfg = _cfg(tiny_cfg, channels=1)
+    cfg = resnet18_cfg(1)
     cfg.MODEL.WEIGHTS = str(path)
     model = build_inference_model(cfg)
     assert not model.training
