@@ -49,6 +49,7 @@ from detlab.utils.registry import instantiate
 __all__ = ["Trainer"]
 
 logger = logging.getLogger("detlab")
+DATA_COUNTERS = ("skipped_images", "dropped_boxes", "clipped_boxes", "worker_failures")
 
 
 class Trainer:
@@ -270,10 +271,28 @@ class Trainer:
             for h in hooks:
                 h.after_backward()
 
-        if self.train_step(self._data_iter, self.iter, after_backward) == "rollback":
+        verdict = self.train_step(self._data_iter, self.iter, after_backward)
+        storage = get_event_storage()
+        storage.put_scalars(smoothing_hint=False, **self._data_counters())
+        if verdict == "rollback":
             self.rollback()
-            storage = get_event_storage()
             storage.put_scalar("nan/rollbacks", self.nan_guard.rollbacks, smoothing_hint=False)
+
+    def _data_counters(self) -> dict[str, float]:
+        """``data/<key>`` running totals of the train loader (images skipped as unreadable,
+        boxes dropped or clipped by the dataset reader and the mapper, dead-worker fallbacks),
+        summed over DDP processes; empty for loaders without ``stats()``."""
+        loader = getattr(self, "_train_loader", None)
+        if not callable(getattr(loader, "stats", None)):
+            return {}
+        stats, base = loader.stats(), getattr(loader, "base_stats", {})
+        counts = [float(stats.get(k, 0)) for k in DATA_COUNTERS]
+        if comm.get_world_size() > 1:  # reader counts are the same on every rank: add them once
+            own = [c - base.get(k, 0) for c, k in zip(counts, DATA_COUNTERS, strict=True)]
+            t = torch.tensor(own, dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(t)
+            counts = [v + base.get(k, 0) for v, k in zip(t.tolist(), DATA_COUNTERS, strict=True)]
+        return {f"data/{k}": v for k, v in zip(DATA_COUNTERS, counts, strict=True)}
 
     def rollback(self) -> None:
         """Restore the newest checkpoint with finite weights and back off the LR."""
@@ -309,6 +328,7 @@ class Trainer:
         cfg = self.cfg
         logger.info(f"Starting training from iteration {self.start_iter} to {self.max_iter}")
         loader = self.build_train_loader(cfg, start_iter=self.start_iter * self.accum)
+        self._train_loader = loader  # its stats() become the data/* scalars
         self._data_iter = iter(loader)
         ddp = comm.get_world_size() > 1 and unwrap_model(self.model) is self.model
         if (cfg.TRAINER.PREFLIGHT or ddp) and self.start_iter < self.max_iter:
