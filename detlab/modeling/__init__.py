@@ -6,18 +6,29 @@ finds every name listed in the registries.
 
 from detlab.modeling import backbone, heads, losses, meta_arch, neck, temporal  # noqa: F401
 from detlab.modeling.backbone.build import BACKBONE_REGISTRY, build_backbone
-from detlab.modeling.heads.build import HEAD_REGISTRY
+from detlab.modeling.heads.build import (
+    DENSE_HEAD_REGISTRY,
+    PROPOSAL_GENERATOR_REGISTRY,
+    ROI_HEADS_REGISTRY,
+)
 from detlab.modeling.losses.size_weights import SIZE_WEIGHT_REGISTRY, SizeWeighting
 from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model
 from detlab.modeling.neck.build import NECK_REGISTRY, build_neck
 from detlab.modeling.temporal import TEMPORAL_REGISTRY, RecurrentMemory, build_temporal
-from detlab.modeling.weights import format_load_report, load_weights
+from detlab.modeling.weights import (
+    WEIGHT_SOURCE_REGISTRY,
+    build_inference_model,
+    format_load_report,
+    load_model_weights,
+)
 
 __all__ = [
     "BACKBONE_REGISTRY",
-    "HEAD_REGISTRY",
+    "DENSE_HEAD_REGISTRY",
     "META_ARCH_REGISTRY",
     "NECK_REGISTRY",
+    "PROPOSAL_GENERATOR_REGISTRY",
+    "ROI_HEADS_REGISTRY",
     "SIZE_WEIGHT_REGISTRY",
     "TEMPORAL_REGISTRY",
     "RecurrentMemory",
@@ -26,6 +37,8 @@ __all__ = [
     "build_model",
     "build_neck",
     "build_temporal",
+    "WEIGHT_SOURCE_REGISTRY",
+    "build_inference_model",
     "format_load_report",
-    "load_weights",
+    "load_model_weights",
 ]

@@ -10,6 +10,7 @@ import pytest
 from detlab.config import get_cfg
 from detlab.data.events import (
     REPRESENTATION_REGISTRY,
+    EventRepresentation,
     Events,
     StackedHistogram,
     TimeSurface,
@@ -164,3 +165,28 @@ def test_registry_and_config():
         build_representation(cfg)
     with pytest.raises(UserError, match="COUNT_CUTOFF"):
         StackedHistogram(2, 300)
+
+
+def test_broken_representation_fails_at_build_in_one_sentence():
+    import torch
+
+    from detlab.utils.errors import ContractError
+
+    class OneChannelShort(EventRepresentation):
+        num_channels = 2
+
+        @classmethod
+        def from_config(cls, cfg):
+            return {}
+
+        def __call__(self, events, t_start, t_end, height, width):
+            return torch.zeros(1, height, width)
+
+    REPRESENTATION_REGISTRY.register(OneChannelShort)
+    cfg = get_cfg()
+    cfg.INPUT.EVENTS.REPRESENTATION = "OneChannelShort"
+    try:
+        with pytest.raises(ContractError, match=r"gave \(1, 4, 6\), not \(2, 4, 6\)"):
+            build_representation(cfg)
+    finally:
+        REPRESENTATION_REGISTRY._obj_map.pop("OneChannelShort")

@@ -380,7 +380,7 @@ def test_visualize_event_windows_with_a_recurrent_model(recordings, tmp_path, mo
 
     from detlab.engine import stream_inference
     from detlab.modeling import build_model
-    from detlab.utils.visualize_cli import main as visualize
+    from detlab.visualization.cli import main as visualize
 
     name = recordings()
     cfg = _cfg(name)

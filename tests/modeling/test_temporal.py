@@ -233,3 +233,30 @@ def test_fcos_memory_state_flows_into_predictions():
         alone = dict(w[1], is_first=True, step=0)
         fresh = model([alone])[0]["instances"].scores
     assert carried.shape != fresh.shape or not torch.allclose(carried, fresh)
+
+
+def test_broken_cell_fails_at_build_in_one_sentence():
+    from torch import nn
+
+    from detlab.utils.errors import ContractError
+
+    class WidensChannels(nn.Module):
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(channels, 2 * channels, 1)
+
+        @classmethod
+        def from_config(cls, cfg, channels):
+            return {"channels": channels}
+
+        def forward(self, x, state=None):
+            return self.conv(x), (x,)
+
+    TEMPORAL_REGISTRY.register(WidensChannels)
+    try:
+        with pytest.raises(ContractError, match="WidensChannels' breaks its contract: the output"):
+            TEMPORAL_REGISTRY.build("WidensChannels", get_cfg(), 4)
+    finally:
+        TEMPORAL_REGISTRY._obj_map.pop("WidensChannels")
+    cell = TEMPORAL_REGISTRY.build("ConvLSTM", get_cfg(), 4)  # the built-ins pass
+    assert isinstance(cell, ConvLSTM) and cell.channels == 4

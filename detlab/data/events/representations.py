@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from detlab.data.events.readers import Events
-from detlab.utils.errors import UserError
+from detlab.utils.errors import ContractError, UserError
 from detlab.utils.registry import Registry
 
 __all__ = [
@@ -44,8 +44,31 @@ __all__ = [
     "TimeSurface",
     "VoxelGrid",
     "build_representation",
+    "check_representation",
     "downsample_events",
 ]
+
+
+def check_representation(component: Any, label: str, *_: Any) -> None:
+    """A representation returns ``num_channels × H × W`` for a window (probe: 3 events)."""
+    channels = getattr(component, "num_channels", None)
+    if not callable(component) or not isinstance(channels, int) or channels < 1:
+        raise ContractError(
+            f"{label} breaks its contract: it must be callable and declare num_channels >= 1."
+        )
+    probe = Events(
+        np.array([0, 3, 5]),
+        np.array([1, 2, 3]),
+        np.array([0, 1, 1], np.uint8),
+        np.array([0, 40, 90]),
+    )
+    out = component(probe, 0, 100, 4, 6)
+    if not torch.is_tensor(out) or tuple(out.shape) != (channels, 4, 6):
+        got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise ContractError(
+            f"{label} breaks its contract: a 4x6 window gave {got}, not ({channels}, 4, 6)."
+        )
+
 
 REPRESENTATION_REGISTRY = Registry(
     "EVENT_REPRESENTATION",
@@ -55,8 +78,9 @@ A registered class takes plain arguments, has ``from_config(cfg) -> dict`` and i
 ``rep(events, t_start, t_end, height, width) -> Tensor[C, H, W]`` where ``events`` holds the
 window's events (time-sorted, µs) and ``C == rep.num_channels``. ``history_us`` says how far
 before ``t_end`` it needs events (0: the window only); ``fingerprint()`` names every
-parameter (it keys the on-disk cache).
+parameter (it keys the on-disk cache). Checked when built (a probe window of 4×6 pixels).
 """,
+    check=check_representation,
 )
 
 _CLIP_EVERY = 32767 - 255  # int16 accumulation stays exact between clips at <= 255
@@ -319,9 +343,8 @@ class TimeSurface(EventRepresentation):
 
 
 def build_representation(cfg: Any) -> EventRepresentation:
-    """The ``INPUT.EVENTS.REPRESENTATION`` named in ``cfg``."""
-    cls = REPRESENTATION_REGISTRY.get(cfg.INPUT.EVENTS.REPRESENTATION)
-    return cls(**cls.from_config(cfg))
+    """The ``INPUT.EVENTS.REPRESENTATION`` named in ``cfg`` (checked against the contract)."""
+    return REPRESENTATION_REGISTRY.build(cfg.INPUT.EVENTS.REPRESENTATION, cfg)
 
 
 def downsample_events(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from detlab.modeling.contracts import check_temporal_cell
 from detlab.utils.errors import UserError
 from detlab.utils.registry import Registry
 
@@ -17,8 +18,9 @@ A registered class is an ``nn.Module`` taking plain arguments (``channels``, ``k
 with ``from_config(cfg, channels: int) -> dict``. ``forward(x, state)`` takes ``x`` of shape
 ``B×C×H×W`` and ``state`` (a tuple of ``B×C×H×W`` tensors, or None for a fresh start) and
 returns ``(out, new_state)`` with ``out`` of ``x``'s shape, so the neck after it sees the
-backbone's channels and strides unchanged.
+backbone's channels and strides unchanged. Checked when built (a probe of two steps).
 """,
+    check=check_temporal_cell,
 )
 
 
@@ -37,6 +39,5 @@ def build_temporal(cfg: Any, input_shape: dict, neck_features: list[str]) -> Any
             f"MODEL.TEMPORAL.IN_FEATURES names {unknown}, which the backbone does not output "
             f"(it has {list(input_shape)}); pick from those."
         )
-    cls = TEMPORAL_REGISTRY.get(t.NAME)
-    cells = {n: cls(**cls.from_config(cfg, input_shape[n].channels)) for n in names}
+    cells = {n: TEMPORAL_REGISTRY.build(t.NAME, cfg, input_shape[n].channels) for n in names}
     return RecurrentMemory(cells, detach_every=int(t.DETACH_EVERY))
