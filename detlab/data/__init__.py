@@ -31,6 +31,7 @@ from detlab.data.datasets import (
     register_voc_instances,
     register_yolo_instances,
 )
+from detlab.data.datasets.builtin_events import register_builtin_events
 from detlab.data.datasets.events import register_event_sequences
 from detlab.data.mappers import ClassAwareMapper, DatasetMapper, EventWindowMapper, ShipSARMapper
 from detlab.data.mappers.build import MAPPER_REGISTRY
@@ -44,6 +45,7 @@ from detlab.data.sequence_samplers import SequenceBatchStream, SequenceLayout
 from detlab.data.stats import dataset_stats, format_dataset_stats
 
 register_builtin()
+register_builtin_events()
 
 __all__ = [
     "MAPPER_REGISTRY",
@@ -76,6 +78,7 @@ __all__ = [
     "read_voc",
     "read_yolo",
     "register_builtin",
+    "register_builtin_events",
     "register_coco_instances",
     "register_event_sequences",
     "register_from_config",

@@ -17,8 +17,8 @@ import os
 from dataclasses import replace
 
 from detlab.data.catalog import DatasetCatalog
-from detlab.data.datasets.builtin import build_folder_once, data_root
 from detlab.data.datasets.events import load_event_sequences, set_event_metadata
+from detlab.data.datasets.generated import build_folder_once, data_root
 from detlab.data.datasets.quirks import Quirks, record_quirks
 from detlab.data.datasets.synthetic_events import SyntheticEventSpec, render_recording
 from detlab.data.events.labels import save_labels

@@ -156,7 +156,7 @@ def event_cache_root(cfg: Any) -> str:
     """``INPUT.EVENTS.CACHE_DIR``, or ``$DETLAB_DATA/event_cache`` when empty."""
     if cfg.INPUT.EVENTS.CACHE_DIR:
         return os.path.abspath(os.path.expanduser(cfg.INPUT.EVENTS.CACHE_DIR))
-    from detlab.data.datasets.builtin import data_root
+    from detlab.data.datasets.generated import data_root
 
     return os.path.join(data_root(), "event_cache")
 
