@@ -36,7 +36,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
-_DONE = "COMPLETE"
 
 _SHIP = {"ship": (1.0, ("cargo", "tanker", "fishing", "generic"))}
 _VESSELS = {
