@@ -5,8 +5,7 @@ import sys
 import time
 
 from detlab.engine import HOOK_REGISTRY, HookBase
-from detlab.engine.main import main_from_args
-from detlab.utils.cli import default_argument_parser
+from detlab.engine.cli import main
 
 
 @HOOK_REGISTRY.register()
@@ -22,4 +21,4 @@ class EventTestSleep(HookBase):
 
 
 if __name__ == "__main__":
-    sys.exit(main_from_args(default_argument_parser().parse_args()))
+    sys.exit(main())

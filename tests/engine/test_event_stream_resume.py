@@ -4,15 +4,14 @@ back from the checkpoint)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from _kill import losses, sigkill_after
 
 from detlab.config import get_cfg
 from detlab.data.datasets.builtin_events import generate_synthetic_events
@@ -76,11 +75,6 @@ def _config(tmp_path) -> str:
     return str(path)
 
 
-def _losses(out) -> dict[int, float]:
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return {r["iteration"]: r["total_loss"] for r in rows if "total_loss" in r}
-
-
 def _env(sleep: float) -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", DETLAB_TEST_SLEEP=str(sleep))
 
@@ -99,22 +93,8 @@ def test_sigkilled_stream_run_resumes_exactly(tmp_path):
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [*cmd, "OUTPUT_DIR", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=_env(0.4),
-    )
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            if (out / "metrics.jsonl").is_file() and max(_losses(out), default=-1) >= 14:
-                break
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    code = sigkill_after([*cmd, "OUTPUT_DIR", str(out)], out, 14, _env(0.4))
+    assert code == -signal.SIGKILL
     assert (out / "last_checkpoint").read_text().strip() == "model_0000011.pth"
     state = load_checkpoint_file(str(out / "model_0000011.pth"))["hooks"]
     saved = next(v for k, v in state.items() if k.endswith("StreamStateHook"))
@@ -130,7 +110,7 @@ def test_sigkilled_stream_run_resumes_exactly(tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "continuing at iteration 12" in (out / "log.txt").read_text()
-    assert _losses(out) == _losses(tmp_path / "ref")  # every iteration, bit for bit
+    assert losses(out) == losses(tmp_path / "ref")  # every iteration, bit for bit
     a = load_checkpoint_file(str(tmp_path / "ref" / "model_final.pth"))["model"]
     b = load_checkpoint_file(str(out / "model_final.pth"))["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from _kill import losses, sigkill_after
 
 from detlab.engine.checkpoint import load_checkpoint_file
 
@@ -30,11 +30,6 @@ def _run(cfg_file, out, *extra, timeout=240):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def _losses(out) -> dict[int, float]:
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return {r["iteration"]: r["total_loss"] for r in rows if "total_loss" in r}
-
-
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(toy, tmp_path):
     cfg = _write_cfg(
@@ -48,7 +43,7 @@ def test_two_process_ddp_matches_one_process(toy, tmp_path):
     b = load_checkpoint_file(str(tmp_path / "two" / "model_final.pth"))["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
-    la, lb = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    la, lb = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert sorted(la) == sorted(lb) == list(range(6))
     for it in la:
         assert la[it] == pytest.approx(lb[it], rel=1e-4)
@@ -80,24 +75,14 @@ def test_sigkilled_run_resumes_bit_exactly(toy, tmp_path):
     out = tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, SCRIPT, "--config-file", cfg, "OUTPUT_DIR", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline:
-            if (out / "metrics.jsonl").is_file() and max(_losses(out), default=-1) >= 24:
-                break
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    assert sigkill_after(cmd, out, 24, env, wait=120) == -signal.SIGKILL
     assert (out / "last_checkpoint").read_text().strip() == "model_0000019.pth"
     assert not (out / "model_final.pth").exists()
 
     resumed = _run(cfg, out, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "continuing at iteration 20" in (out / "log.txt").read_text()
-    assert _losses(out) == _losses(tmp_path / "ref")  # every iteration, bit for bit
+    assert losses(out) == losses(tmp_path / "ref")  # every iteration, bit for bit
     a = load_checkpoint_file(str(tmp_path / "ref" / "model_final.pth"))["model"]
     b = load_checkpoint_file(str(out / "model_final.pth"))["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
