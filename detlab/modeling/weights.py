@@ -1,85 +1,63 @@
-"""``MODEL.WEIGHTS``: load a detlab checkpoint or a torchvision-style backbone state dict.
+"""``MODEL.WEIGHTS``: load weights from a file or a named source into a detlab model.
 
-Accepted files (read with ``torch.load(weights_only=True)``):
+``MODEL.WEIGHTS`` is a local path or a source of :mod:`detlab.modeling.weight_sources`
+(``torchvision://``, ``timm://``, ``https://``, ``detectron2://``), downloaded once into the
+library's cache. The file is read safely by :mod:`detlab.modeling.weight_files` (PyTorch with
+``weights_only=True``, ``.safetensors``, Detectron2/Caffe2 ``.pkl`` by a restricted
+unpickler), and its names are mapped onto the model by :mod:`detlab.modeling.weight_names`:
 
 * a detlab checkpoint ``{"model": state_dict, ...}`` (or a bare state dict of the detector);
-* a torchvision classification ResNet state dict (``conv1.weight``, ``layer1.0...``, ``fc``):
-  its keys are mapped onto ``backbone.*`` (the classifier ``fc.*`` shows as unexpected);
-* a torchvision detection state dict (``backbone.body.*``, ``backbone.fpn.*``): the body is
-  mapped onto ``backbone.*``.
+* a torchvision or timm classification ResNet (``conv1.weight``, ``layer1.0...``, ``fc``:
+  the classifier shows as unexpected) onto ``backbone.*``;
+* a torchvision detector (``backbone.body.*``, ``backbone.fpn.*``, RPN, box head, RetinaNet
+  and FCOS heads);
+* Detectron2 checkpoints (``backbone.bottom_up.res2.0.conv1.weight``, ...) and Caffe2 names
+  (``res2_0_branch2a_w``, ...), ``.pth`` or ``.pkl``.
 
 A 3-channel first convolution loaded into a 1-channel model is summed over its input
 channels (the usual way to start a single-channel SAR model from RGB weights). Keys with a
 different shape are skipped. A short table of missing, unexpected and skipped keys is logged
-and returned.
+and returned; a file of which no tensor fits the model is an error.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from typing import Any
 
-import torch
 from torch import nn
 
+from detlab.modeling.weight_files import read_weights_file
+from detlab.modeling.weight_names import map_state_dict
+from detlab.modeling.weight_sources import resolve_weights
 from detlab.utils.errors import UserError
 
 __all__ = ["load_weights", "format_load_report"]
 
 logger = logging.getLogger(__name__)
 
-_RESNET_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "fc.")
+_SCHEME_NAMES = {
+    "detlab": "detlab names",
+    "detectron2": "Detectron2 names",
+    "caffe2": "Caffe2 names",
+    "torchvision": "torchvision/timm names",
+}
 
 
-def _read(path: str) -> dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise UserError(f"MODEL.WEIGHTS file {path} does not exist; check the path.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a user-file problem
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"MODEL.WEIGHTS file {path} cannot be read as a weights-only PyTorch file ({first})."
-        ) from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(
-            f"MODEL.WEIGHTS file {path} holds no state dict; expected a detlab checkpoint "
-            "{'model': state_dict} or a torchvision state dict."
-        )
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def _map_keys(state: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Rename torchvision-style keys onto the detlab model's names when that is what they are."""
-    if any(k in model_keys for k in state):
-        return state
-    if all(k.startswith(_RESNET_PREFIXES) for k in state):
-        return {f"backbone.{k}": v for k, v in state.items()}
-    if any(k.startswith("backbone.body.") for k in state):
-        return {
-            "backbone." + k.removeprefix("backbone.body."): v
-            for k, v in state.items()
-            if k.startswith("backbone.body.")
-        } | {k: v for k, v in state.items() if not k.startswith("backbone.body.")}
-    return state
-
-
-def load_weights(model: nn.Module, path: str) -> dict[str, list[str]]:
-    """Load ``path`` into ``model`` non-strictly; returns and logs what did not match.
+def load_weights(model: nn.Module, path: str) -> dict[str, Any]:
+    """Load ``path`` (a file or a ``MODEL.WEIGHTS`` source) into ``model`` non-strictly.
 
     Returns ``{"loaded": [...], "missing": [...], "unexpected": [...], "skipped": [...],
-    "adapted": [...]}`` (key lists; ``skipped`` = shape mismatch, ``adapted`` = first conv
-    summed over input channels).
+    "adapted": [...], "names": scheme}`` (key lists; ``skipped`` = shape mismatch,
+    ``adapted`` = converted or filled in, e.g. first conv summed over input channels; ``names``
+    = the naming scheme the file was read in) and logs it as a table.
     """
     target = model.state_dict()
-    state = _map_keys(_read(path), set(target))
-    load, skipped, adapted = {}, [], []
+    local = resolve_weights(path)
+    mapped = map_state_dict(read_weights_file(local).state, model)
+    state = mapped.state
+    load, skipped, adapted = {}, [], list(mapped.adapted)
     for k, v in state.items():
         if k not in target:
             continue
@@ -100,7 +78,15 @@ def load_weights(model: nn.Module, path: str) -> dict[str, list[str]]:
         "unexpected": sorted(k for k in state if k not in target),
         "skipped": skipped,
         "adapted": adapted,
+        "names": mapped.scheme,
     }
+    if not load:
+        raise UserError(
+            f"MODEL.WEIGHTS {path} does not fit this model: none of its {len(state)} tensors "
+            f"matches a weight of {type(model).__name__} by name and shape (read as "
+            f"{_SCHEME_NAMES[mapped.scheme]}); check MODEL.META_ARCHITECTURE, the backbone "
+            "and NUM_CLASSES, or the file."
+        )
     logger.info("Loaded weights from %s:\n%s", path, format_load_report(report))
     return report
 
@@ -116,7 +102,8 @@ def _group(keys: list[str]) -> list[str]:
 
 def format_load_report(report: dict[str, Any], max_rows: int = 12) -> str:
     """A short plain-text table: one row per category with up to ``max_rows`` grouped keys."""
-    lines = [f"{'loaded':<11}| {len(report['loaded'])} tensors"]
+    names = _SCHEME_NAMES.get(report.get("names", "detlab"), "detlab names")
+    lines = [f"{'loaded':<11}| {len(report['loaded'])} tensors ({names})"]
     for name in ("missing", "unexpected", "skipped", "adapted"):
         keys = report[name]
         if not keys:
