@@ -11,7 +11,15 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from detlab.utils.errors import UserError
 
-__all__ = ["NORMS", "Scale", "c2_xavier_fill", "get_norm", "group_count"]
+__all__ = [
+    "NORMS",
+    "Scale",
+    "c2_xavier_fill",
+    "conv_tower",
+    "get_norm",
+    "group_count",
+    "prior_bias",
+]
 
 NORMS = ("", "none", "BN", "FrozenBN", "GN", "SyncBN")
 
@@ -39,6 +47,29 @@ def get_norm(norm: str) -> Callable[[int], nn.Module] | None:
     if norm == "GN":
         return lambda c: nn.GroupNorm(group_count(c), c)
     raise UserError(f"Unknown norm '{norm}' in the model config; use one of BN, FrozenBN, GN, ''.")
+
+
+def conv_tower(channels: int, num_convs: int, norm: str, bias: bool | None = None) -> nn.Sequential:
+    """``num_convs`` × (3×3 conv, norm, ReLU) at constant width, weights N(0, 0.01²), bias 0.
+
+    The subnet of dense heads (FCOS towers, RetinaNet subnets): conv ``i`` sits at index
+    ``i·2`` without a norm and ``i·3`` with one, as in Detectron2. ``bias`` None gives convs a
+    bias only without a norm.
+    """
+    layers: list[nn.Module] = []
+    norm_layer = get_norm(norm)
+    for _ in range(num_convs):
+        conv = nn.Conv2d(
+            channels, channels, 3, padding=1, bias=norm_layer is None if bias is None else bias
+        )
+        nn.init.normal_(conv.weight, std=0.01)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+        layers.append(conv)
+        if norm_layer is not None:
+            layers.append(norm_layer(channels))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
 
 
 def c2_xavier_fill(module: nn.Module) -> None:

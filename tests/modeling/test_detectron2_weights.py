@@ -36,11 +36,14 @@ def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
-def _rcnn(tiny_cfg):
-    cfg = tiny_cfg("FasterRCNN", channels=3)
+def _rcnn(tiny_cfg, arch="FasterRCNN"):
+    cfg = tiny_cfg(arch, channels=3)
     cfg.MODEL.FPN.IN_STAGES = (1, 2, 3, 4)
     cfg.MODEL.FPN.TOP_BLOCK = "P6P7"
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.RETINANET.NUM_CLASSES = 2
+    cfg.MODEL.RETINANET.NUM_CONVS = 2
     return cfg
 
 
@@ -69,32 +72,44 @@ def _numpy(state):
     return {k: v.numpy() for k, v in state.items()}
 
 
-def test_caffe2_pkl_round_trip_gives_identical_outputs(tiny_cfg, make_batch, tmp_path):
-    src = _randomize(build_model(_rcnn(tiny_cfg)), 1)
+@pytest.mark.parametrize("arch", ["FasterRCNN", "RetinaNet"])
+def test_caffe2_pkl_round_trip_gives_identical_outputs(tiny_cfg, make_batch, tmp_path, arch):
+    src = _randomize(build_model(_rcnn(tiny_cfg, arch)), 1)
     names = export_state_dict(src, "caffe2")
     assert "res2_0_branch2a_w" in names and "res_conv1_bn_riv" in names
     assert "fpn_inner_res5_0_sum_w" in names and "fpn_inner_res2_0_sum_lateral_w" in names
-    assert "conv_rpn_fpn2_w" in names and "fc6_w" in names and "fc7_b" in names
-    assert names["cls_score_w"].shape[0] == 3 and names["bbox_pred_w"].shape[0] == 12
+    assert "fpn_6_w" in names and "fpn_7_b" in names
+    if arch == "FasterRCNN":
+        assert "conv_rpn_fpn2_w" in names and "fc6_w" in names and "fc7_b" in names
+        assert names["cls_score_w"].shape[0] == 3 and names["bbox_pred_w"].shape[0] == 12
+    else:
+        assert "retnet_cls_conv_n1_fpn2_w" in names and "retnet_bbox_pred_fpn2_b" in names
     path = tmp_path / "model_final.pkl"
     with open(path, "wb") as f:  # Detectron1 layout, protocol 2 as Python 2 wrote it
         pickle.dump({"blobs": _numpy(names), "cfg": "yaml text"}, f, protocol=2)
-    dst = _randomize(build_model(_rcnn(tiny_cfg)), 2)
+    dst = _randomize(build_model(_rcnn(tiny_cfg, arch)), 2)
     report = load_weights(dst, str(path))
     assert report["names"] == "caffe2"
     assert not report["missing"] and not report["unexpected"] and not report["skipped"]
     _assert_same_outputs(src, dst, make_batch(channels=3))
 
 
-@pytest.mark.parametrize("container", ["pth", "zoo-pkl"])
+@pytest.mark.parametrize(
+    "container, arch", [("pth", "FasterRCNN"), ("zoo-pkl", "FasterRCNN"), ("pth", "RetinaNet")]
+)
 def test_detectron2_checkpoint_round_trip_gives_identical_outputs(
-    tiny_cfg, make_batch, tmp_path, container
+    tiny_cfg, make_batch, tmp_path, container, arch
 ):
-    src = _randomize(build_model(_rcnn(tiny_cfg)), 3)
+    src = _randomize(build_model(_rcnn(tiny_cfg, arch)), 3)
     names = export_state_dict(src, "detectron2")
     assert "backbone.bottom_up.res2.0.conv1.weight" in names
     assert "backbone.fpn_lateral2.weight" in names and "backbone.top_block.p7.bias" in names
-    assert "roi_heads.box_predictor.bbox_pred.weight" in names
+    head = (
+        "roi_heads.box_predictor.bbox_pred.weight"
+        if arch == "FasterRCNN"
+        else "head.bbox_pred.weight"
+    )
+    assert head in names
     if container == "pth":  # what Detectron2's checkpointer writes
         path = tmp_path / "model_0004999.pth"
         torch.save({"model": names, "optimizer": {}, "iteration": 4999}, path)
@@ -104,7 +119,7 @@ def test_detectron2_checkpoint_round_trip_gives_identical_outputs(
             pickle.dump(
                 {"model": _numpy(names), "__author__": "Detectron2 Model Zoo"}, f, protocol=4
             )
-    dst = _randomize(build_model(_rcnn(tiny_cfg)), 4)
+    dst = _randomize(build_model(_rcnn(tiny_cfg, arch)), 4)
     report = load_weights(dst, str(path))
     assert report["names"] == "detectron2" and not report["missing"] and not report["unexpected"]
     _assert_same_outputs(src, dst, make_batch(channels=3))

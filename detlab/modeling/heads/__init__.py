@@ -3,7 +3,15 @@
 from detlab.modeling.heads.anchors import AnchorGenerator
 from detlab.modeling.heads.build import HEAD_REGISTRY
 from detlab.modeling.heads.fcos_head import FCOSHead
+from detlab.modeling.heads.retinanet_head import RetinaNetHead
 from detlab.modeling.heads.roi_heads import StandardROIHeads
 from detlab.modeling.heads.rpn import RPN
 
-__all__ = ["AnchorGenerator", "FCOSHead", "HEAD_REGISTRY", "RPN", "StandardROIHeads"]
+__all__ = [
+    "AnchorGenerator",
+    "FCOSHead",
+    "HEAD_REGISTRY",
+    "RPN",
+    "RetinaNetHead",
+    "StandardROIHeads",
+]

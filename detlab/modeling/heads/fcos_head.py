@@ -21,9 +21,10 @@ from torch import nn
 from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
 
 from detlab.modeling.heads.build import HEAD_REGISTRY
-from detlab.modeling.layers import Scale, get_norm, prior_bias
+from detlab.modeling.layers import Scale, conv_tower, prior_bias
 from detlab.modeling.losses.size_weights import SizeWeighting
 from detlab.structures import Instances, ShapeSpec
+from detlab.utils.comm import all_reduce_mean
 from detlab.utils.errors import UserError
 
 __all__ = ["FCOSHead", "fcos_locations", "default_size_ranges"]
@@ -42,16 +43,6 @@ def default_size_ranges(strides: Sequence[int]) -> list[tuple[float, float]]:
     return ranges
 
 
-def _global_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean of a scalar over distributed processes (itself when not distributed), so every
-    process divides by the same normaliser, as with one large batch."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        x = x.clone()
-        torch.distributed.all_reduce(x)
-        x = x / torch.distributed.get_world_size()
-    return x
-
-
 def fcos_locations(
     shapes: Sequence[tuple[int, int]], strides: Sequence[int], device: torch.device
 ) -> list[torch.Tensor]:
@@ -63,21 +54,6 @@ def fcos_locations(
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
         out.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1))
     return out
-
-
-def _tower(channels: int, num_convs: int, norm: str) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    norm_layer = get_norm(norm)
-    for _ in range(num_convs):
-        conv = nn.Conv2d(channels, channels, 3, padding=1, bias=norm_layer is None)
-        nn.init.normal_(conv.weight, std=0.01)
-        if conv.bias is not None:
-            nn.init.zeros_(conv.bias)
-        layers.append(conv)
-        if norm_layer is not None:
-            layers.append(norm_layer(channels))
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
 
 
 @HEAD_REGISTRY.register()
@@ -118,8 +94,8 @@ class FCOSHead(nn.Module):
         super().__init__()
         self.strides = [int(s) for s in strides]
         self.num_classes = int(num_classes)
-        self.cls_tower = _tower(in_channels, num_convs, norm)
-        self.box_tower = _tower(in_channels, num_convs, norm)
+        self.cls_tower = conv_tower(in_channels, num_convs, norm)
+        self.box_tower = conv_tower(in_channels, num_convs, norm)
         self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
@@ -314,10 +290,13 @@ class FCOSHead(nn.Module):
             w = torch.ones_like(ctr_target)
         reg_w = w * ctr_target
         if sw is not None and sw.normalize == "weight_sum":
-            cls_norm, reg_norm = _global_mean(w.sum().detach()), _global_mean(reg_w.sum().detach())
+            cls_norm, reg_norm = (
+                all_reduce_mean(w.sum().detach()),
+                all_reduce_mean(reg_w.sum().detach()),
+            )
         else:
-            cls_norm = _global_mean(num_pos.to(focal.dtype))
-            reg_norm = _global_mean(ctr_target.sum().detach())
+            cls_norm = all_reduce_mean(num_pos.to(focal.dtype))
+            reg_norm = all_reduce_mean(ctr_target.sum().detach())
         cls_norm = ctr_norm = cls_norm.clamp(min=1.0)
         reg_norm = reg_norm.clamp(min=1e-6)
         return {

@@ -22,6 +22,7 @@ from torchvision.ops import MultiScaleRoIAlign, batched_nms, box_iou
 from detlab.modeling.box_coding import BoxCoder, Matcher, subsample_labels
 from detlab.modeling.heads.build import HEAD_REGISTRY
 from detlab.modeling.layers import c2_xavier_fill, get_norm
+from detlab.modeling.losses.box_losses import smooth_l1
 from detlab.modeling.losses.size_weights import SizeWeighting
 from detlab.structures import Instances, ShapeSpec
 
@@ -242,10 +243,7 @@ class StandardROIHeads(nn.Module):
             d = deltas.view(deltas.shape[0], -1, 4)
             pred = d[fg_idx, classes[fg_idx]]
         target = self.box_coder.encode(boxes[fg_idx], gt_boxes[fg_idx])
-        if self.smooth_l1_beta < 1e-5:
-            reg = (pred - target).abs().sum(1)
-        else:
-            reg = F.smooth_l1_loss(pred, target, beta=self.smooth_l1_beta, reduction="none").sum(1)
+        reg = smooth_l1(pred, target, self.smooth_l1_beta).sum(1)
         return {
             "loss_cls": (ce * w).sum() / norm,
             "loss_box_reg": (reg * w[fg_idx]).sum() / norm,

@@ -60,11 +60,21 @@ class FCOS(Detector):
 
     @classmethod
     def from_config(cls, cfg: Any) -> dict[str, Any]:
+        c = cfg.MODEL.FCOS
+        return cls.parts_from_config(cfg, c.HEAD_NAME, c.IN_FEATURES, "MODEL.FCOS.IN_FEATURES")
+
+    @classmethod
+    def parts_from_config(
+        cls, cfg: Any, head_name: str, in_features: Any, key: str
+    ) -> dict[str, Any]:
+        """Constructor arguments of a one-stage detector: backbone and neck from
+        ``MODEL.BACKBONE``/``MODEL.NECK``, the head ``head_name`` over the neck levels
+        ``in_features`` (config key ``key``; empty = all levels)."""
         backbone = build_backbone(cfg)
         neck = build_neck(cfg, backbone.output_shape())
         shapes = neck.output_shape()
-        names = select_features(shapes, cfg.MODEL.FCOS.IN_FEATURES, "MODEL.FCOS.IN_FEATURES")
-        head_cls = HEAD_REGISTRY.get(cfg.MODEL.FCOS.HEAD_NAME)
+        names = select_features(shapes, in_features, key)
+        head_cls = HEAD_REGISTRY.get(head_name)
         head = head_cls(**head_cls.from_config(cfg, {n: shapes[n] for n in names}))
         max_stride = max(s.stride for s in backbone.output_shape().values())
         return {
