@@ -3,11 +3,12 @@
 Default: batch 2, 512×512 RGB, random init, 80 classes. For each architecture it times, with
 the models interleaved step by step so machine load hits them alike:
 
-* ``detlab`` — detlab FCOS-R50-FPN / Faster R-CNN-R50-FPN full train step (forward with
-  losses, backward, SGD step);
-* ``torchvision`` — ``fcos_resnet50_fpn`` / ``fasterrcnn_resnet50_fpn`` configured alike
-  (BatchNorm trained, all layers trainable, same head depth, anchors, proposal counts,
-  sampled anchors/RoIs per image, RoIAlign sampling, normalisation), on the same inputs;
+* ``detlab`` — detlab FCOS-R50-FPN / Faster R-CNN-R50-FPN / RetinaNet-R50-FPN full train
+  step (forward with losses, backward, SGD step);
+* ``torchvision`` — ``fcos_resnet50_fpn`` / ``fasterrcnn_resnet50_fpn`` /
+  ``retinanet_resnet50_fpn`` configured alike (BatchNorm trained, all layers trainable, same
+  head depth, anchors, proposal counts, sampled anchors/RoIs per image, RoIAlign sampling,
+  P6/P7 from C5 and the L1 box loss for RetinaNet, normalisation), on the same inputs;
 * ``detlab convs`` — the same detlab network's convolutions (and FC layers) alone: backbone,
   neck, head towers and predictors, forward + backward + SGD step on a precomputed normalised
   batch, without target assignment, sampling, RoIAlign, losses or post-processing;
@@ -19,7 +20,8 @@ the models interleaved step by step so machine load hits them alike:
 
 Usage::
 
-    python benchmarks/train_step.py [--arch fcos rcnn] [--iters 5] [--threads 2] [--json out.json]
+    python benchmarks/train_step.py [--arch fcos rcnn retinanet] [--iters 5] [--threads 2]
+                                    [--json out.json]
     python benchmarks/train_step.py --light [--iters 10]
 """
 
@@ -80,6 +82,12 @@ def detlab_cfg(arch: str):
         cfg.MODEL.FCOS.NUM_CLASSES = NUM_CLASSES
         cfg.MODEL.FCOS.NUM_CONVS = 4
         cfg.MODEL.FCOS.NMS_THRESH_TEST = 0.6
+    elif arch == "retinanet":
+        cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
+        cfg.MODEL.FPN.IN_STAGES = (2, 3, 4)
+        cfg.MODEL.FPN.TOP_BLOCK = "P6P7C5"  # torchvision's v1 RetinaNet: P6 from C5
+        cfg.MODEL.RETINANET.NUM_CLASSES = NUM_CLASSES
+        cfg.MODEL.RETINANET.SMOOTH_L1_LOSS_BETA = 0.0  # torchvision's L1 box loss
     else:
         cfg.MODEL.META_ARCHITECTURE = "FasterRCNN"
         cfg.MODEL.FPN.IN_STAGES = (1, 2, 3, 4)
@@ -103,6 +111,8 @@ def torchvision_model(arch: str, size: int):
     }
     if arch == "fcos":
         return torchvision.models.detection.fcos_resnet50_fpn(num_classes=NUM_CLASSES, **kw)
+    if arch == "retinanet":
+        return torchvision.models.detection.retinanet_resnet50_fpn(num_classes=NUM_CLASSES, **kw)
     return torchvision.models.detection.fasterrcnn_resnet50_fpn(num_classes=NUM_CLASSES + 1, **kw)
 
 
@@ -153,6 +163,12 @@ def step_detlab_convs(model, inputs, arch) -> Callable[[], None]:
         def forward():
             logits, deltas, ctr = model.head.predict(model.features(images))
             return _mean_sum(logits + deltas + ctr)
+
+    elif arch == "retinanet":
+
+        def forward():
+            logits, deltas = model.head.predict(model.features(images))
+            return _mean_sum(logits + deltas)
 
     else:
         roi = model.roi_heads
@@ -274,7 +290,8 @@ def light_configs():
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", nargs="+", default=["fcos", "rcnn"], choices=["fcos", "rcnn"])
+    archs = ["fcos", "rcnn", "retinanet"]
+    parser.add_argument("--arch", nargs="+", default=archs, choices=archs)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)

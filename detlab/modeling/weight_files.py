@@ -89,7 +89,8 @@ def _from_torch(path: str) -> WeightsFile:
                 pass
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
-            f"MODEL.WEIGHTS file {path} cannot be read as a weights-only PyTorch file ({first})."
+            f"MODEL.WEIGHTS file {path} is not a readable checkpoint: it cannot be read as a "
+            f"weights-only PyTorch file ({first})."
         ) from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
