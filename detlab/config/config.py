@@ -271,7 +271,7 @@ _MISSING = object()
 
 def _lookup(node: Any, dotted: str) -> Any:
     for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if not isinstance(node, Mapping) or part not in node:
             return _MISSING
         node = node[part]
     return node

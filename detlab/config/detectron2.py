@@ -192,11 +192,12 @@ def _unflatten(flat: Mapping[str, Any]) -> dict:
 
 
 def _lookup(node: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+    """The value at a dotted key of a nested mapping, or None."""
+    from detlab.config.config import _MISSING
+    from detlab.config.config import _lookup as lookup
+
+    value = lookup(node, dotted)
+    return None if value is _MISSING else value
 
 
 def _literal(value: Any) -> Any:

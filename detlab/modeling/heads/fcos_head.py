@@ -18,9 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from detlab.modeling.heads.build import HEAD_REGISTRY
+from detlab.modeling.heads.dense_outputs import detections_after_nms, select_candidates
 from detlab.modeling.layers import Scale, conv_tower, prior_bias
 from detlab.modeling.losses.size_weights import SizeWeighting
 from detlab.structures import Instances, ShapeSpec
@@ -325,10 +326,7 @@ class FCOSHead(nn.Module):
                     torch.sigmoid(cls_l[i]).reshape(k, -1).t()
                     * torch.sigmoid(ctr_l[i]).reshape(-1, 1)
                 ).reshape(-1)  # (P_l·K)
-                keep = torch.nonzero(scores > self.score_thresh).squeeze(1)
-                if keep.numel() > self.topk_candidates:
-                    top = scores[keep].topk(self.topk_candidates).indices
-                    keep = keep[top]
+                keep = select_candidates(scores, self.score_thresh, self.topk_candidates)
                 scores = scores[keep]
                 loc_idx, cls_idx = keep // k, keep % k
                 ltrb = reg_l[i].reshape(4, -1).t()[loc_idx]
@@ -337,13 +335,10 @@ class FCOSHead(nn.Module):
                 all_boxes.append(boxes)
                 all_scores.append(scores)
                 all_classes.append(cls_idx)
-            boxes = torch.cat(all_boxes)
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-            scores, classes = torch.cat(all_scores), torch.cat(all_classes)
-            keep = batched_nms(boxes, scores, classes, self.nms_thresh)
-            keep = keep[: self.detections_per_image]
             results.append(
-                Instances((h, w), boxes=boxes[keep], scores=scores[keep], classes=classes[keep])
-            )
+                detections_after_nms(
+                    torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_classes),
+                    (h, w), self.nms_thresh, self.detections_per_image,
+                )
+            )  # fmt: skip
         return results

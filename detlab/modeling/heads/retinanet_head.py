@@ -26,11 +26,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_iou, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
 from detlab.modeling.box_coding import BoxCoder, Matcher
 from detlab.modeling.heads.anchors import AnchorGenerator
 from detlab.modeling.heads.build import HEAD_REGISTRY
+from detlab.modeling.heads.dense_outputs import (
+    detections_after_nms,
+    per_anchor,
+    select_candidates,
+)
 from detlab.modeling.layers import conv_tower, prior_bias
 from detlab.modeling.losses.box_losses import smooth_l1
 from detlab.modeling.losses.size_weights import SizeWeighting
@@ -161,11 +166,8 @@ class RetinaNetHead(nn.Module):
         logits, deltas = [], []
         k = self.num_classes
         for x in features:
-            b, _, h, w = x.shape
-            cls = self.cls_score(self.cls_subnet(x))
-            reg = self.bbox_pred(self.bbox_subnet(x))
-            logits.append(cls.view(b, -1, k, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, k))
-            deltas.append(reg.view(b, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, 4))
+            logits.append(per_anchor(self.cls_score(self.cls_subnet(x)), k))
+            deltas.append(per_anchor(self.bbox_pred(self.bbox_subnet(x)), 4))
         return logits, deltas
 
     def forward(
@@ -265,20 +267,15 @@ class RetinaNetHead(nn.Module):
             all_boxes, all_scores, all_classes = [], [], []
             for cls_l, reg_l, anc_l in zip(logits, deltas, anchors, strict=True):
                 scores = torch.sigmoid(cls_l[i]).reshape(-1)  # (N_l·K)
-                keep = torch.nonzero(scores > self.score_thresh).squeeze(1)
-                if keep.numel() > self.topk_candidates:
-                    keep = keep[scores[keep].topk(self.topk_candidates).indices]
+                keep = select_candidates(scores, self.score_thresh, self.topk_candidates)
                 anchor_idx, classes = keep // k, keep % k
-                boxes = self.box_coder.decode(reg_l[i][anchor_idx], anc_l[anchor_idx])
-                all_boxes.append(boxes)
+                all_boxes.append(self.box_coder.decode(reg_l[i][anchor_idx], anc_l[anchor_idx]))
                 all_scores.append(scores[keep])
                 all_classes.append(classes)
-            boxes = torch.cat(all_boxes)
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-            scores, classes = torch.cat(all_scores), torch.cat(all_classes)
-            keep = batched_nms(boxes, scores, classes, self.nms_thresh)[: self.detections_per_image]
             results.append(
-                Instances((h, w), boxes=boxes[keep], scores=scores[keep], classes=classes[keep])
-            )
+                detections_after_nms(
+                    torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_classes),
+                    (h, w), self.nms_thresh, self.detections_per_image,
+                )
+            )  # fmt: skip
         return results

@@ -20,6 +20,7 @@ from torchvision.ops import batched_nms, box_iou, remove_small_boxes
 from detlab.modeling.box_coding import BoxCoder, Matcher, subsample_labels
 from detlab.modeling.heads.anchors import AnchorGenerator
 from detlab.modeling.heads.build import HEAD_REGISTRY
+from detlab.modeling.heads.dense_outputs import per_anchor
 from detlab.modeling.losses.box_losses import smooth_l1
 from detlab.modeling.losses.size_weights import SizeWeighting
 from detlab.structures import Instances, ShapeSpec
@@ -98,9 +99,7 @@ class RPN(nn.Module):
             t = F.relu(self.conv(x))
             b = x.shape[0]
             logits.append(self.objectness_logits(t).permute(0, 2, 3, 1).reshape(b, -1))
-            d = self.anchor_deltas(t)
-            h, w = d.shape[-2:]
-            deltas.append(d.view(b, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, 4))
+            deltas.append(per_anchor(self.anchor_deltas(t), 4))
         return logits, deltas
 
     def forward(
