@@ -356,7 +356,8 @@ def _join_problems(problems: list[str], source: str) -> str:
     if len(problems) == 1:
         return problems[0]
     where = f" in {source}" if source else ""
-    items = " ".join(f"({i}) {p.rstrip('.')}." for i, p in enumerate(problems, 1))
+    said = f" (from {source})" if source else ""  # named once, in front
+    items = " ".join(f"({i}) {p.replace(said, '').rstrip('.')}." for i, p in enumerate(problems, 1))
     return f"{len(problems)} config problems{where}: {items}"
 
 

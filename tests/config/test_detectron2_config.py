@@ -203,13 +203,14 @@ def test_all_problems_of_a_file_are_reported_together(d2_zoo, tmp_path):
     with pytest.raises(ConfigError) as info:
         cfg.merge_from_file(str(f))
     msg = str(info.value)
-    assert msg.startswith("5 config problems in ") and "\n" not in msg
+    assert msg.startswith(f"5 config problems in {f}: (1) ") and "\n" not in msg
+    assert msg.count(str(f)) == 1  # the file is named once, in front
     for part in (
         "MODEL.MASK_ON is on, but detlab has no instance masks",
         "MODEL.RESNETS.DEPTH is 200",
         "MODEL.RPN.IN_FEATURES names ['res4']",
         "Unknown config key SOLVER.MAX_ITERR",
-        "SOLVER.BASE_LR (from",
+        "SOLVER.BASE_LR expects float, got 'fast'",
     ):
         assert part in msg, part
     assert cfg.dump() == before  # nothing merged
