@@ -357,7 +357,10 @@ def _join_problems(problems: list[str], source: str) -> str:
         return problems[0]
     where = f" in {source}" if source else ""
     said = f" (from {source})" if source else ""  # named once, in front
-    items = " ".join(f"({i}) {p.replace(said, '').rstrip('.')}." for i, p in enumerate(problems, 1))
+    texts = [p.replace(said, "") for p in problems]
+    items = " ".join(
+        f"({i}) {t if t.endswith(('.', '?')) else t + '.'}" for i, t in enumerate(texts, 1)
+    )
     return f"{len(problems)} config problems{where}: {items}"
 
 
