@@ -143,8 +143,6 @@ _ALWAYS_IGNORED = (
     "FLOAT32_PRECISION",
     "GLOBAL.",
 )
-# Names that mark a file without VERSION as a Detectron2 config.
-_MARKERS = ("MODEL.RESNETS.DEPTH", "MODEL.FPN.IN_FEATURES", "MODEL.RESNETS.OUT_FEATURES")
 
 
 @dataclass
@@ -212,18 +210,13 @@ def _literal(value: Any) -> Any:
 
 
 def is_detectron2_config(data: Mapping) -> bool:
-    """True for a mapping read from a Detectron2 config (``VERSION: 2`` or Detectron2 names)."""
+    """True for a mapping read from a Detectron2 config file: it says ``VERSION: 2``.
+
+    Only such a file gets Detectron2's defaults underneath; Detectron2 names and keys are
+    translated in any file (a detlab file using ``RESNETS.DEPTH`` keeps detlab's defaults).
+    """
     version = data.get("VERSION") if isinstance(data, Mapping) else None
-    if version is not None:
-        return _literal(version) == D2_VERSION
-    flat = _flatten(data)
-    meta = flat.get("MODEL.META_ARCHITECTURE")
-    backbone = flat.get("MODEL.BACKBONE.NAME")
-    return (
-        meta in ("GeneralizedRCNN", *_UNSUPPORTED_META)
-        or (isinstance(backbone, str) and backbone.startswith("build_"))
-        or any(k in flat for k in _MARKERS)
-    )
+    return version is not None and _literal(version) == D2_VERSION
 
 
 class _Translator:
@@ -261,8 +254,8 @@ class _Translator:
 
     # ------------------------------------------------------------------ steps
     def run(self) -> Translation:
-        d2_file = is_detectron2_config(self.flat_as_nested())
-        if "VERSION" in self.flat and self.value("VERSION") == D2_VERSION:
+        d2_file = is_detectron2_config(_unflatten(self.flat))
+        if d2_file:
             self.flat.pop("VERSION")
         if d2_file and self.use_defaults:
             self.apply_defaults()
@@ -275,9 +268,6 @@ class _Translator:
         self.feature_names()
         self.out.data = _unflatten(self.flat)
         return self.out
-
-    def flat_as_nested(self) -> dict:
-        return _unflatten(self.flat)
 
     def apply_defaults(self) -> None:
         from detlab.config.config import get_cfg

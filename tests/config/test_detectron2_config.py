@@ -124,11 +124,16 @@ def test_d2_defaults_do_not_override_deliberate_values(d2_zoo):
     assert cfg.MODEL.BACKBONE.FREEZE_AT == 2  # still at detlab's default before: D2's applies
 
 
-def test_detlab_files_get_no_d2_defaults():
+def test_detlab_files_get_no_d2_defaults(tmp_path):
     root = Path(__file__).resolve().parents[2] / "configs"
     cfg = load_config(str(root / "Base-FasterRCNN.yaml"))
     assert cfg.MODEL.PIXEL_STD == get_cfg().MODEL.PIXEL_STD
     assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False
+    # Detectron2 names in a file without VERSION: 2 are translated, detlab's defaults stay
+    f = write(tmp_path / "mine.yaml", "MODEL:\n  RESNETS: {DEPTH: 101}\n")
+    cfg = load_config(str(f))
+    assert cfg.MODEL.BACKBONE.NAME == "resnet101"
+    assert cfg.MODEL.PIXEL_STD == get_cfg().MODEL.PIXEL_STD and cfg.MODEL.BACKBONE.FREEZE_AT == 0
 
 
 @needs_d2
