@@ -50,6 +50,7 @@ DETECTRON2_DEFAULTS: dict[str, Any] = {
     "MODEL.RPN.PRE_NMS_TOPK_TEST": 6000,
     "MODEL.RPN.POST_NMS_TOPK_TRAIN": 2000,
     "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 14,
+    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": "ROIAlignV2",
     "MODEL.ROI_BOX_HEAD.NUM_FC": 0,
     "SOLVER.BASE_LR": 0.001,
     "SOLVER.MAX_ITER": 40000,
@@ -82,7 +83,6 @@ _ACCEPTED: dict[str, tuple[Any, ...]] = {
     "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE": ("smooth_l1",),
     "MODEL.RPN.BBOX_REG_LOSS_WEIGHT": (1.0,),
     "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT": (1.0,),
-    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": ("ROIAlignV2", "ROIAlign"),
     "MODEL.RPN.CONV_DIMS": ((-1,),),
     "MODEL.FPN.FUSE_TYPE": ("sum",),
     "MODEL.RESNETS.NUM_GROUPS": (1,),
@@ -94,7 +94,6 @@ _ACCEPTED: dict[str, tuple[Any, ...]] = {
     "SOLVER.BIAS_LR_FACTOR": (1.0,),
 }
 _ACCEPTED_WHY = {
-    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": "RoIs are pooled with torchvision's MultiScaleRoIAlign",
     "MODEL.RESNETS.NUM_GROUPS": "ResNeXt backbones are not available",
     "MODEL.RESNETS.WIDTH_PER_GROUP": "ResNeXt backbones are not available",
     "MODEL.RESNETS.RES5_DILATION": "dilated (DC5) backbones are not available",

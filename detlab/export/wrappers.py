@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, remove_small_boxes
 
+from detlab.modeling.meta_arch.base import nonempty
 from detlab.utils.errors import UserError
 
 __all__ = ["FCOSExport", "FasterRCNNExport", "RetinaNetExport", "build_export_wrapper"]
@@ -126,6 +127,7 @@ def _nms_clipped(
         dim=1,
     )  # fmt: skip
     keep = batched_nms(boxes, scores, classes, head.nms_thresh)[: head.detections_per_image]
+    keep = keep[nonempty(boxes[keep])]  # as the eager postprocess
     return boxes[keep], scores[keep], classes[keep]
 
 
@@ -190,6 +192,7 @@ class FasterRCNNExport(_ExportBase):
         idx = torch.nonzero(mask)
         b, s, c = boxes[idx[:, 0], idx[:, 1]], probs[idx[:, 0], idx[:, 1]], idx[:, 1]
         keep = batched_nms(b, s, c, roi.nms_thresh)[: roi.detections_per_image]
+        keep = keep[nonempty(b[keep])]  # as the eager postprocess
         return b[keep], s[keep], c[keep]
 
 

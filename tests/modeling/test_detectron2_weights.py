@@ -251,3 +251,46 @@ def test_checkpoint_saved_by_detectron2_loads_with_identical_features(d2_zoo, tm
         h = ours.roi_heads.box_head(pooled)
         torch.testing.assert_close(ours.roi_heads.cls_score(h), scores_t, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(ours.roi_heads.bbox_pred(h), deltas_t, rtol=1e-4, atol=1e-4)
+
+
+@needs_d2
+def test_detections_of_a_detectron2_faster_rcnn_checkpoint_match_detectron2(d2_zoo, tmp_path):
+    """The whole Faster R-CNN (anchors, RPN top-k and NMS, ROIAlignV2 pooling, box head,
+    class-wise NMS, rescaling) gives Detectron2's detections on a checkpoint it saved."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from detlab.export import compare_detections
+
+    opts = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
+            "MODEL.ROI_HEADS.NUM_CLASSES", "3", "MODEL.RESNETS.DEPTH", "18",
+            "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]  # fmt: skip
+    torch.manual_seed(0)
+    theirs, ours = _d2_and_detlab(str(d2_zoo / "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"), opts)
+    assert ours.roi_heads.pooler.__class__.__name__ == "LevelRoIAlign"  # D2's ROIAlignV2
+    torch.manual_seed(8)  # Detectron2's own initialisation, predictors spread out
+    with torch.no_grad():  # so that scores and boxes differ and ties are rare
+        theirs.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.003)
+        theirs.roi_heads.box_predictor.bbox_pred.weight.normal_(0, 0.02)
+        theirs.proposal_generator.rpn_head.objectness_logits.weight.normal_(0, 0.2)
+    DetectionCheckpointer(theirs, save_dir=str(tmp_path)).save("model_final")
+    load_weights(ours, str(tmp_path / "model_final.pth"))
+    g = torch.Generator().manual_seed(9)
+    batch = [
+        {"image": torch.rand(3, 128, 160, generator=g) * 255, "height": 256, "width": 320},
+        {"image": torch.rand(3, 96, 128, generator=g) * 255, "height": 96, "width": 128},
+    ]
+    with torch.no_grad():
+        d2_out = theirs(batch)
+        our_out = ours(batch)
+    for t, o in zip(d2_out, our_out, strict=True):
+        t, o = t["instances"], o["instances"]
+        assert len(t) > 20 and len(set(t.pred_classes.tolist())) > 1
+        res = compare_detections(
+            (t.pred_boxes.tensor.numpy(), t.scores.numpy(), t.pred_classes.numpy()),
+            (o.boxes.numpy(), o.scores.numpy(), o.classes.numpy()),
+            score_thresh=0.05,
+            max_detections=100,
+            box_tol=0.05,
+            score_tol=1e-4,
+        )
+        assert res["unmatched"] == 0 and res["matched"] >= len(t) - 2, res

@@ -167,6 +167,9 @@ def test_matches_torchvision_retinanet_on_identical_weights(tmp_path, loss_type)
 
 def test_detections_match_torchvision(tmp_path):
     tv, ours = _pair(tmp_path, seed=2)
+    with torch.no_grad():  # small box deltas: boxes near their anchors, inside the image
+        for w in (tv.head.regression_head.bbox_reg.weight, ours.head.bbox_pred.weight):
+            w.mul_(0.02)
     # same anchors on both sides (torchvision rounds its cell anchors; detlab does not)
     detlab_anchors = ours.head.anchor_generator
 
@@ -190,6 +193,10 @@ def test_detections_match_torchvision(tmp_path):
         mine = ours([{"image": im, "height": 128, "width": 160} for im in images])
     for t, m in zip(theirs, mine, strict=True):
         inst = m["instances"]
+        # detlab drops boxes clipped to zero width or height, as Detectron2; torchvision keeps them
+        b = t["boxes"]
+        keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        t = {k: v[keep] for k, v in t.items()}
         assert len(inst) == len(t["scores"]) > 10
         torch.testing.assert_close(inst.scores, t["scores"], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(inst.boxes, t["boxes"], rtol=1e-3, atol=1e-3)  # px

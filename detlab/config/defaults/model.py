@@ -153,6 +153,9 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.ROI_BOX_HEAD = CN()
     cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # RoIAlign output size (cells per side)
     cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0  # RoIAlign samples per bin; 0 = adaptive
+    # "ROIAlign": torchvision's MultiScaleRoIAlign; "ROIAlignV2": half-pixel aligned RoIAlign
+    # with Detectron2's level rule (Detectron2's default; its checkpoints expect it).
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlign"
     cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 0  # conv layers before the FC layers of the box head
     cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 256  # channels of those conv layers
     cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2  # fully connected layers of the box head
