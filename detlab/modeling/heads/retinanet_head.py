@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
@@ -223,11 +222,16 @@ class RetinaNetHead(nn.Module):
         reg = torch.cat(deltas, 1)  # B×N×4
         valid = labels >= 0
         pos = valid & (labels < k)
-        onehot = F.one_hot(labels.clamp(min=0), k + 1)[..., :k].to(cls.dtype)
-        focal = sigmoid_focal_loss(
-            cls[valid], onehot[valid], alpha=self.focal_alpha, gamma=self.focal_gamma,
-            reduction="none",
-        ).sum(-1)  # fmt: skip
+        target = torch.zeros_like(cls)
+        img_idx, anchor_idx = pos.nonzero(as_tuple=True)
+        target[img_idx, anchor_idx, labels[pos]] = 1.0
+        # per anchor, summed over classes; ignored anchors count 0 (masked, not gathered)
+        focal = (
+            sigmoid_focal_loss(
+                cls, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none"
+            ).sum(-1)
+            * valid
+        )
 
         anchors_pos = all_anchors[None].expand(labels.shape[0], -1, -1)[pos]
         if self.bbox_reg_loss_type == "smooth_l1":
@@ -240,9 +244,9 @@ class RetinaNetHead(nn.Module):
         sw = self.size_weighting
         if sw is not None:
             w = sw(gt_areas[pos]).to(focal.dtype)
-            per_anchor = torch.ones_like(labels, dtype=focal.dtype)
-            per_anchor[pos] = w
-            focal = focal * per_anchor[valid]
+            anchor_w = torch.ones_like(labels, dtype=focal.dtype)
+            anchor_w[pos] = w
+            focal = focal * anchor_w
             box = box * w
         if sw is not None and sw.normalize == "weight_sum":
             norm = all_reduce_mean(w.sum().detach())
