@@ -4,7 +4,7 @@ Default: batch 2, 512×512 RGB, random init, 80 classes. For each architecture i
 the models interleaved step by step so machine load hits them alike:
 
 * ``detlab`` — detlab FCOS-R50-FPN / Faster R-CNN-R50-FPN / RetinaNet-R50-FPN full train
-  step (forward with losses, backward, SGD step);
+  step (forward with losses, backward, SGD step), contiguous (NCHW) convolutions;
 * ``torchvision`` — ``fcos_resnet50_fpn`` / ``fasterrcnn_resnet50_fpn`` /
   ``retinanet_resnet50_fpn`` configured alike (BatchNorm trained, all layers trainable, same
   head depth, anchors, proposal counts, sampled anchors/RoIs per image, RoIAlign sampling,
@@ -13,7 +13,8 @@ the models interleaved step by step so machine load hits them alike:
   neck, head towers and predictors, forward + backward + SGD step on a precomputed normalised
   batch, without target assignment, sampling, RoIAlign, losses or post-processing;
 * ``torchvision backbone+FPN`` — torchvision's backbone and FPN alone (reference ratio);
-* ``detlab channels_last`` — the detlab model with ``MODEL.CHANNELS_LAST True``.
+* ``detlab channels_last`` — the detlab model with ``MODEL.CHANNELS_LAST True`` (the
+  default).
 
 ``--light`` instead times light FCOS configurations for CPU training from scratch
 (batch 8, 256×256, one channel).
@@ -71,6 +72,7 @@ def make_inputs(batch: int, size: int, channels: int, boxes_per_image: int, seed
 
 def detlab_cfg(arch: str):
     cfg = get_cfg()
+    cfg.MODEL.CHANNELS_LAST = False  # the "detlab channels_last" variant switches it on
     cfg.MODEL.BACKBONE.NAME = "resnet50"
     cfg.MODEL.BACKBONE.NORM = "BN"  # torchvision without pretrained weights trains BN
     cfg.MODEL.BACKBONE.FREEZE_AT = 0
