@@ -16,6 +16,9 @@
                                             Detectron2's model zoo at
                                             ``https://dl.fbaipublicfiles.com/detectron2/``,
                                             cached in ``checkpoints/detectron2/<path>``
+                                            (a file Detectron2 itself downloaded, in
+                                            ``$FVCORE_CACHE`` or ``~/.torch/iopath_cache``,
+                                            is read in place)
 =========================================  ==============================================
 
 A file is downloaded once (with a progress bar) and read from the cache afterwards. Hashes are
@@ -201,6 +204,11 @@ def _detectron2(spec: str, rest: str) -> str:
             "detectron2://ImageNetPretrained/MSRA/R-50.pkl."
         )
     dst = os.path.join(_hub_checkpoints(), "detectron2", *rel.split("/"))
+    # Detectron2's own download cache (iopath): a Detectron2 user's files are read in place.
+    iopath = os.path.expanduser(os.environ.get("FVCORE_CACHE", "~/.torch/iopath_cache"))
+    theirs = os.path.join(iopath, "detectron2", *rel.split("/"))
+    if not os.path.isfile(dst) and os.path.isfile(theirs):
+        return theirs
     return fetch_url(spec, DETECTRON2_URL + rel, dst)
 
 

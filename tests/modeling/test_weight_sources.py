@@ -22,6 +22,7 @@ def caches(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("DETLAB_OFFLINE", "1")
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "iopath"))
 
     def no_download(*args, **kwargs):
         raise AssertionError("a test tried to download")
@@ -108,6 +109,11 @@ def test_https_and_detectron2_sources_map_to_cache_paths(caches):
     f.parent.mkdir(parents=True)
     f.write_bytes(b"x")
     assert resolve_weights("detectron2://COCO-Detection/x/model_final_abc.pkl") == str(f)
+    # a file Detectron2 already downloaded (its iopath cache) is read where it is
+    d2 = caches / "iopath" / "detectron2" / "ImageNetPretrained" / "MSRA" / "R-101.pkl"
+    d2.parent.mkdir(parents=True)
+    d2.write_bytes(b"x")
+    assert resolve_weights("detectron2://ImageNetPretrained/MSRA/R-101.pkl") == str(d2)
     g = hub / "weights.pth"
     g.write_bytes(b"x")
     assert resolve_weights("https://example.org/a/b/weights.pth") == str(g)
