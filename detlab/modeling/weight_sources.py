@@ -9,8 +9,8 @@
                                             cached in torch hub's ``checkpoints/`` folder
 ``timm://resnet50.a1_in1k``                 timm's pretrained weights for ``model.tag``
                                             (``timm://resnet50``: its default tag), from the
-                                            Hugging Face cache (or torch hub's for timm
-                                            models published only by URL)
+                                            Hugging Face cache, or torch hub's for the URL
+                                            timm also publishes (either cache is read)
 ``https://host/path/file.pth``              torch hub's ``checkpoints/<file name>``
 ``detectron2://ImageNetPretrained/MSRA/R-50.pkl``
                                             Detectron2's model zoo at
@@ -149,13 +149,18 @@ def _timm(spec: str, rest: str) -> str:
             f"MODEL.WEIGHTS {spec} names no timm pretrained weights"
             + (f"; e.g. {', '.join('timm://' + h for h in hints)}." if hints else ".")
         )
+    url = cfg.url or ""
+    url_dst = os.path.join(_hub_checkpoints(), os.path.basename(urlsplit(url).path)) if url else ""
+    if url_dst and os.path.isfile(url_dst):  # already in torch hub's cache (timm's URL route)
+        return url_dst
     if cfg.hf_hub_id:
-        return _from_hf(spec, cfg.hf_hub_id)
-    if cfg.url:
-        url = cfg.url
-        return fetch_url(
-            spec, url, os.path.join(_hub_checkpoints(), os.path.basename(urlsplit(url).path))
-        )
+        try:
+            return _from_hf(spec, cfg.hf_hub_id)
+        except UserError:
+            if not url or is_offline():
+                raise
+    if url:
+        return fetch_url(spec, url, url_dst)
     raise UserError(f"MODEL.WEIGHTS {spec}: timm publishes no download for these weights.")
 
 

@@ -157,5 +157,13 @@ def test_timm_weights_from_the_hugging_face_cache(tiny_cfg, caches):
     )
     with pytest.raises(UserError, match="models--timm--resnet50.a1_in1k"):
         resolve_weights("timm://resnet50.a1_in1k")  # not cached, offline
+    # the same weights under the URL timm also publishes, in torch hub's cache, are read too
+    import timm
+
+    url = timm.models.get_pretrained_cfg("resnet50.a1_in1k").url
+    hub = caches / "torch" / "hub" / "checkpoints" / os.path.basename(url)
+    hub.parent.mkdir(parents=True, exist_ok=True)
+    hub.write_bytes(b"x")
+    assert resolve_weights("timm://resnet50.a1_in1k") == str(hub)
     with pytest.raises(UserError, match="names no timm pretrained weights"):
         resolve_weights("timm://no_such_net")
