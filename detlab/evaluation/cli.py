@@ -120,17 +120,15 @@ def load_model_weights(model: Any, path: str) -> None:
     """Load the checkpoint to evaluate, strictly: every weight of the model must be in it.
 
     ``path`` is a file or a ``MODEL.WEIGHTS`` source; detlab checkpoints, Detectron2 ``.pth``
-    and ``.pkl`` files and torchvision state dicts are read as by training's loader
-    (:mod:`detlab.modeling.weights`).
+    and ``.pkl`` files and torchvision state dicts are read and renamed by the steps of the
+    one loader (:mod:`detlab.modeling.weights`), then loaded strictly.
     """
-    from detlab.modeling.weight_files import read_weights_file
-    from detlab.modeling.weight_names import map_state_dict
-    from detlab.modeling.weight_sources import resolve_weights
+    from detlab.modeling.weights import map_names, read_spec
 
     if not path:
         raise UserError("MODEL.WEIGHTS is empty; pass the checkpoint to evaluate: MODEL.WEIGHTS "
                         "path/to/model_final.pth.")  # fmt: skip
-    state = map_state_dict(read_weights_file(resolve_weights(path)).state, model).state
+    state = map_names(read_spec(path), model)[0]
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches

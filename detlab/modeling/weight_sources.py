@@ -1,9 +1,11 @@
 """Where ``MODEL.WEIGHTS`` comes from: one table of sources, each resolving to a local file.
 
+:data:`SOURCES` maps a URI scheme to ``source(spec) -> local path``;
+:mod:`detlab.modeling.weights` registers them in its ``WEIGHT_SOURCE_REGISTRY``.
+
 =========================================  ==============================================
 ``MODEL.WEIGHTS``                           resolved to
 =========================================  ==============================================
-``/path/to/file.pth`` (``.pkl``, ...)       the file itself
 ``torchvision://ResNet50_Weights.IMAGENET1K_V2``
                                             torchvision's URL for that weights enum member,
                                             cached in torch hub's ``checkpoints/`` folder
@@ -40,7 +42,7 @@ from urllib.parse import urlsplit
 
 from detlab.utils.errors import UserError
 
-__all__ = ["DETECTRON2_URL", "SOURCES", "is_offline", "resolve_weights"]
+__all__ = ["DETECTRON2_URL", "SOURCES", "fetch_url", "is_offline"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +104,8 @@ def fetch_url(spec: str, url: str, dst: str, sha256: str | None = None) -> str:
 
 
 # ---------------------------------------------------------------------- sources
-def _local(spec: str, rest: str) -> str:
-    path = os.path.expanduser(rest)
-    if not os.path.isfile(path):
-        raise UserError(f"MODEL.WEIGHTS file {path} does not exist; check the path.")
-    return path
-
-
-def _torchvision(spec: str, rest: str) -> str:
+def _torchvision(spec: str) -> str:
+    rest = spec.partition("://")[2]
     from torchvision.models import get_weight
 
     try:
@@ -134,7 +130,8 @@ def _hf_cache_dir() -> str:
     return os.path.join(home, "hub")
 
 
-def _timm(spec: str, rest: str) -> str:
+def _timm(spec: str) -> str:
+    rest = spec.partition("://")[2]
     try:
         import timm
     except ImportError:
@@ -192,7 +189,7 @@ def _from_hf(spec: str, hub_id: str) -> str:
     )
 
 
-def _https(spec: str, rest: str) -> str:
+def _https(spec: str) -> str:
     url, _, fragment = spec.partition("#")
     sha = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
     name = os.path.basename(urlsplit(url).path)
@@ -201,7 +198,8 @@ def _https(spec: str, rest: str) -> str:
     return fetch_url(spec, url, os.path.join(_hub_checkpoints(), name), sha)
 
 
-def _detectron2(spec: str, rest: str) -> str:
+def _detectron2(spec: str) -> str:
+    rest = spec.partition("://")[2]
     rel = rest.lstrip("/")
     if not rel or ".." in rel.split("/"):
         raise UserError(
@@ -217,27 +215,12 @@ def _detectron2(spec: str, rest: str) -> str:
     return fetch_url(spec, DETECTRON2_URL + rel, dst)
 
 
-# scheme -> resolve(spec, rest after "scheme://") -> local path
-SOURCES: dict[str, Callable[[str, str], str]] = {
-    "file": _local,
+# scheme -> source(spec) -> local path; detlab.modeling.weights registers each in
+# WEIGHT_SOURCE_REGISTRY, which resolves MODEL.WEIGHTS.
+SOURCES: dict[str, Callable[[str], str]] = {
     "torchvision": _torchvision,
     "timm": _timm,
     "https": _https,
     "http": _https,
     "detectron2": _detectron2,
 }
-
-
-def resolve_weights(spec: str) -> str:
-    """Local path of a ``MODEL.WEIGHTS`` value: a file, or a source in :data:`SOURCES`."""
-    spec = str(spec).strip()
-    scheme, sep, rest = spec.partition("://")
-    if not sep:
-        return _local(spec, spec)
-    resolve = SOURCES.get(scheme.lower())
-    if resolve is None:
-        raise UserError(
-            f"MODEL.WEIGHTS {spec} uses an unknown source '{scheme}://'; use a file path or "
-            f"one of {', '.join(s + '://' for s in SOURCES)}."
-        )
-    return resolve(spec, rest)

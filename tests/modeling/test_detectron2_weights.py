@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from detlab.modeling import build_model, load_weights
+from detlab.modeling import build_model, load_model_weights
 from detlab.modeling.weight_names import export_state_dict
 from detlab.utils.errors import UserError
 from detlab.utils.safe_pickle import UnsafePickleError, load_restricted_pickle
@@ -88,7 +88,7 @@ def test_caffe2_pkl_round_trip_gives_identical_outputs(tiny_cfg, make_batch, tmp
     with open(path, "wb") as f:  # Detectron1 layout, protocol 2 as Python 2 wrote it
         pickle.dump({"blobs": _numpy(names), "cfg": "yaml text"}, f, protocol=2)
     dst = _randomize(build_model(_rcnn(tiny_cfg, arch)), 2)
-    report = load_weights(dst, str(path))
+    report = load_model_weights(dst, str(path))
     assert report["names"] == "caffe2"
     assert not report["missing"] and not report["unexpected"] and not report["skipped"]
     _assert_same_outputs(src, dst, make_batch(channels=3))
@@ -120,7 +120,7 @@ def test_detectron2_checkpoint_round_trip_gives_identical_outputs(
                 {"model": _numpy(names), "__author__": "Detectron2 Model Zoo"}, f, protocol=4
             )
     dst = _randomize(build_model(_rcnn(tiny_cfg, arch)), 4)
-    report = load_weights(dst, str(path))
+    report = load_model_weights(dst, str(path))
     assert report["names"] == "detectron2" and not report["missing"] and not report["unexpected"]
     _assert_same_outputs(src, dst, make_batch(channels=3))
 
@@ -140,7 +140,7 @@ def test_caffe2_imagenet_pkl_without_statistics(tiny_cfg, tmp_path):
     path = tmp_path / "R-50.pkl"
     path.write_bytes(pickle.dumps(blobs, protocol=2))
     dst = _randomize(build_model(cfg), 6)
-    report = load_weights(dst, str(path))
+    report = load_model_weights(dst, str(path))
     assert report["unexpected"] == ["fc1000_w"]
     assert any(a.startswith("backbone.bn1.running_{mean,var} = 0, 1") for a in report["adapted"])
     assert torch.equal(dst.backbone.bn1.running_mean, torch.zeros_like(src.backbone.bn1.bias))
@@ -168,7 +168,7 @@ def test_a_pickle_that_names_os_system_is_refused_and_never_runs(tiny_cfg, tmp_p
     path.write_bytes(pickle.dumps(payload, protocol=2))
     model = build_model(_rcnn(tiny_cfg))
     with pytest.raises(UnsafePickleError) as info:
-        load_weights(model, str(path))
+        load_model_weights(model, str(path))
     assert "system" in str(info.value) and "nothing in the file was run" in str(info.value)
     assert not marker.exists()
 
@@ -194,8 +194,8 @@ def test_restricted_unpickler_admits_only_arrays_and_containers():
 def test_a_file_that_fits_nothing_is_an_error(tiny_cfg, tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"model": {"encoder.weight": torch.zeros(3), "decoder.bias": torch.zeros(2)}}, path)
-    with pytest.raises(UserError, match="none of its 2 tensors matches a weight of FasterRCNN"):
-        load_weights(build_model(_rcnn(tiny_cfg)), str(path))
+    with pytest.raises(UserError, match=r"matches nothing in this FasterRCNN \(0 of 2 tensors"):
+        load_model_weights(build_model(_rcnn(tiny_cfg)), str(path))
 
 
 # ---------------------------------------------------------------------- Detectron2 itself
@@ -224,7 +224,7 @@ def test_checkpoint_saved_by_detectron2_loads_with_identical_features(d2_zoo, tm
     theirs, ours = _d2_and_detlab(str(d2_zoo / "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"), opts)
     _randomize(theirs, 7)
     DetectionCheckpointer(theirs, save_dir=str(tmp_path)).save("model_final")
-    report = load_weights(ours, str(tmp_path / "model_final.pth"))
+    report = load_model_weights(ours, str(tmp_path / "model_final.pth"))
     assert report["names"] == "detectron2"
     assert not report["missing"] and not report["unexpected"] and not report["skipped"]
     x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
@@ -273,7 +273,7 @@ def test_detections_of_a_detectron2_faster_rcnn_checkpoint_match_detectron2(d2_z
         theirs.roi_heads.box_predictor.bbox_pred.weight.normal_(0, 0.02)
         theirs.proposal_generator.rpn_head.objectness_logits.weight.normal_(0, 0.2)
     DetectionCheckpointer(theirs, save_dir=str(tmp_path)).save("model_final")
-    load_weights(ours, str(tmp_path / "model_final.pth"))
+    load_model_weights(ours, str(tmp_path / "model_final.pth"))
     g = torch.Generator().manual_seed(9)
     batch = [
         {"image": torch.rand(3, 128, 160, generator=g) * 255, "height": 256, "width": 320},

@@ -15,7 +15,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from detlab.config import get_cfg
-from detlab.modeling import build_model, load_weights
+from detlab.modeling import build_model, load_model_weights
 from detlab.modeling.heads.retinanet_head import retinanet_anchor_sizes
 from detlab.structures import Instances
 from detlab.utils.errors import UserError
@@ -83,7 +83,7 @@ def _pair(tmp_path, seed=0, **overrides):
     path = tmp_path / "tv_retinanet.pth"
     torch.save(tv.state_dict(), path)
     ours = build_model(_cfg(**overrides)).eval()
-    report = load_weights(ours, str(path))
+    report = load_model_weights(ours, str(path))
     assert report["names"] == "torchvision"
     assert not report["missing"] and not report["unexpected"] and not report["skipped"]
     return tv, ours
@@ -289,7 +289,7 @@ def test_retinanet_checkpoint_saved_by_detectron2(d2_zoo, tmp_path):
     _randomize(theirs, 4)
     DetectionCheckpointer(theirs, save_dir=str(tmp_path)).save("model_final")
     ours = build_model(load_config(zoo, [*opts, "MODEL.WEIGHTS", ""])).eval()
-    report = load_weights(ours, str(tmp_path / "model_final.pth"))
+    report = load_model_weights(ours, str(tmp_path / "model_final.pth"))
     assert report["names"] == "detectron2" and not report["missing"] and not report["unexpected"]
     x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():

@@ -32,7 +32,8 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.BACKBONE.NAME = "resnet50"  # name in BACKBONE_REGISTRY
     cfg.MODEL.BACKBONE.IN_CHANNELS = 3  # 1 for single-channel SAR
     cfg.MODEL.BACKBONE.FREEZE_AT = 0  # 0 = train all; k = freeze stem + first k-1 stages
-    cfg.MODEL.BACKBONE.NORM = "FrozenBN"  # "BN" | "FrozenBN" | "GN"; use "BN" from scratch
+    # "BN" | "SyncBN" (statistics over DDP GPUs) | "FrozenBN" | "GN"; use "BN" from scratch
+    cfg.MODEL.BACKBONE.NORM = "FrozenBN"
 
     # ResNet options. Names: resnet18/34/50/101/152 (torchvision constructors, weights=None)
     # and tiny_resnet (torchvision BasicBlocks, light CPU option).
@@ -66,7 +67,7 @@ def add_model_defaults(cfg: CN) -> None:
 
     # FCOS head (MODEL.META_ARCHITECTURE "FCOS").
     cfg.MODEL.FCOS = CN()
-    cfg.MODEL.FCOS.HEAD_NAME = "FCOSHead"  # name in HEAD_REGISTRY
+    cfg.MODEL.FCOS.HEAD_NAME = "FCOSHead"  # name in DENSE_HEAD_REGISTRY
     cfg.MODEL.FCOS.NUM_CLASSES = 80
     cfg.MODEL.FCOS.IN_FEATURES = ()  # neck levels used, e.g. ("p3", "p4", "p5"); () = all
     cfg.MODEL.FCOS.NUM_CONVS = 4  # conv layers per tower (classification and box)
@@ -87,7 +88,7 @@ def add_model_defaults(cfg: CN) -> None:
     # come from MODEL.ANCHOR_GENERATOR; its empty SIZES mean 3 octave scales per level,
     # 4·stride·2^(k/3) for k = 0, 1, 2 (32, 40.3, 50.8 on P3).
     cfg.MODEL.RETINANET = CN()
-    cfg.MODEL.RETINANET.HEAD_NAME = "RetinaNetHead"  # name in HEAD_REGISTRY
+    cfg.MODEL.RETINANET.HEAD_NAME = "RetinaNetHead"  # name in DENSE_HEAD_REGISTRY
     cfg.MODEL.RETINANET.NUM_CLASSES = 80
     cfg.MODEL.RETINANET.IN_FEATURES = ()  # neck levels used, e.g. ("p3", ..., "p7"); () = all
     cfg.MODEL.RETINANET.NUM_CONVS = 4  # conv layers per subnet (classification and box)
@@ -110,7 +111,7 @@ def add_model_defaults(cfg: CN) -> None:
 
     # Faster R-CNN (MODEL.META_ARCHITECTURE "FasterRCNN"), Detectron2 key names.
     cfg.MODEL.PROPOSAL_GENERATOR = CN()
-    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"  # name in HEAD_REGISTRY
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"  # name in PROPOSAL_GENERATOR_REGISTRY
 
     cfg.MODEL.ANCHOR_GENERATOR = CN()
     # Anchor sizes (sqrt of area, input pixels) per level of the RPN or RetinaNet, e.g.
@@ -138,7 +139,7 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.RPN.SIZE_AWARE_LOSS = False  # apply MODEL.SIZE_AWARE_LOSS weights in the RPN too
 
     cfg.MODEL.ROI_HEADS = CN()
-    cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"  # name in HEAD_REGISTRY
+    cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"  # name in ROI_HEADS_REGISTRY
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80  # foreground classes (background excluded)
     cfg.MODEL.ROI_HEADS.IN_FEATURES = ()  # () = neck levels with stride <= 32
     cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS = (0.5,)  # foreground at/above

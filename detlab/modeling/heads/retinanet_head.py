@@ -29,7 +29,7 @@ from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_los
 
 from detlab.modeling.box_coding import BoxCoder, Matcher
 from detlab.modeling.heads.anchors import AnchorGenerator
-from detlab.modeling.heads.build import HEAD_REGISTRY
+from detlab.modeling.heads.build import DENSE_HEAD_REGISTRY
 from detlab.modeling.heads.dense_outputs import (
     detections_after_nms,
     per_anchor,
@@ -37,7 +37,7 @@ from detlab.modeling.heads.dense_outputs import (
 )
 from detlab.modeling.layers import conv_tower, prior_bias
 from detlab.modeling.losses.box_losses import smooth_l1
-from detlab.modeling.losses.size_weights import SizeWeighting
+from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
 from detlab.utils.comm import all_reduce_mean
 from detlab.utils.errors import UserError
@@ -52,7 +52,7 @@ def retinanet_anchor_sizes(strides: Sequence[int]) -> list[tuple[float, ...]]:
     return [tuple(4.0 * s * 2 ** (k / 3) for k in range(3)) for s in strides]
 
 
-@HEAD_REGISTRY.register()
+@DENSE_HEAD_REGISTRY.register()
 class RetinaNetHead(nn.Module):
     """The RetinaNet head over pyramid levels of equal channel count.
 
@@ -155,7 +155,7 @@ class RetinaNetHead(nn.Module):
             "topk_candidates": c.TOPK_CANDIDATES_TEST,
             "nms_thresh": c.NMS_THRESH_TEST,
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "size_weighting": SizeWeighting.from_config(cfg),
+            "size_weighting": build_size_weighting(cfg),
         }
 
     # ----------------------------------------------------------------- network

@@ -5,18 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY
-from detlab.modeling.meta_arch.fcos import FCOS
+from detlab.modeling.meta_arch.one_stage import OneStageDetector
 
 __all__ = ["RetinaNet"]
 
 
 @META_ARCH_REGISTRY.register()
-class RetinaNet(FCOS):
-    """RetinaNet: the head ``MODEL.RETINANET.HEAD_NAME`` on ``MODEL.RETINANET.IN_FEATURES``.
+class RetinaNet(OneStageDetector):
+    """RetinaNet: the dense head ``MODEL.RETINANET.HEAD_NAME`` on ``MODEL.RETINANET.IN_FEATURES``.
 
-    The forward is the one-stage detector's (see :class:`~detlab.modeling.meta_arch.fcos.FCOS`
-    for the arguments); with ``MODEL.FPN.TOP_BLOCK P6P7C5`` and the ``MODEL.RETINANET``
-    defaults it is Detectron2's and torchvision's RetinaNet.
+    Arguments as :class:`OneStageDetector`. With ``MODEL.FPN.TOP_BLOCK P6P7C5`` and the
+    ``MODEL.RETINANET`` defaults it is Detectron2's and torchvision's RetinaNet.
     """
 
     @classmethod
