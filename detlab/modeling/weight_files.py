@@ -22,7 +22,7 @@ import torch
 from detlab.utils.errors import UserError
 from detlab.utils.safe_pickle import UnsafePickleError, load_restricted_pickle
 
-__all__ = ["WeightsFile", "read_weights_file"]
+__all__ = ["WeightsFile", "read_weights_file", "unwrap_state_dict"]
 
 
 @dataclass
@@ -92,16 +92,23 @@ def _from_torch(path: str) -> WeightsFile:
             f"MODEL.WEIGHTS file {path} is not a readable checkpoint: it cannot be read as a "
             f"weights-only PyTorch file ({first})."
         ) from None
+    return WeightsFile(unwrap_state_dict(obj, f"file {path}"), "pytorch", [])
+
+
+def unwrap_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
+    """The flat state dict in a loaded object: a checkpoint's ``"model"`` or ``"state_dict"``,
+    or the object itself, with a DDP ``module.`` prefix removed; else one sentence naming
+    ``where`` (e.g. ``"file /path"``)."""
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(
-            f"MODEL.WEIGHTS file {path} holds no state dict; expected a detlab checkpoint "
+            f"MODEL.WEIGHTS {where} holds no state dict; expected a detlab checkpoint "
             "{'model': state_dict} or a torchvision, timm or Detectron2 state dict."
         )
-    return WeightsFile({k.removeprefix("module."): v for k, v in obj.items()}, "pytorch", [])
+    return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
 def _from_safetensors(path: str) -> WeightsFile:

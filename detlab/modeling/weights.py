@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from detlab.modeling.weight_files import read_weights_file
+from detlab.modeling.weight_files import read_weights_file, unwrap_state_dict
 from detlab.modeling.weight_names import map_state_dict
 from detlab.modeling.weight_sources import SOURCES
 from detlab.utils.errors import UserError
@@ -125,20 +125,7 @@ def read_spec(spec: str | StateDict) -> StateDict:
     """Steps 1 and 2: a ``MODEL.WEIGHTS`` spec (or a state dict) as a flat state dict."""
     name = spec if isinstance(spec, str) else "state dict"
     source = resolve_weights(spec) if isinstance(spec, str) else spec
-    return read_state_dict(source) if isinstance(source, str) else _unwrap(source, name)
-
-
-def _unwrap(obj: Any, where: str) -> StateDict:
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(
-            f"MODEL.WEIGHTS {where} holds no state dict; expected a detlab checkpoint "
-            "{'model': state_dict} or a torchvision, timm or Detectron2 state dict."
-        )
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return read_state_dict(source) if isinstance(source, str) else unwrap_state_dict(source, name)
 
 
 # ---------------------------------------------------------------- names (step 3)
