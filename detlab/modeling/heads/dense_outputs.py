@@ -1,13 +1,22 @@
-"""Output steps shared by dense heads: per-anchor layout, candidate selection, final NMS."""
+"""Steps shared by dense heads: input channels, per-anchor layout, candidates, final NMS."""
 
 from __future__ import annotations
 
 import torch
 from torchvision.ops import batched_nms
 
-from detlab.structures import Instances
+from detlab.structures import Instances, ShapeSpec
+from detlab.utils.errors import UserError
 
-__all__ = ["per_anchor", "select_candidates", "detections_after_nms"]
+__all__ = ["detections_after_nms", "level_channels", "per_anchor", "select_candidates"]
+
+
+def level_channels(input_shape: dict[str, ShapeSpec], head: str) -> int:
+    """The one channel count of the levels a dense head reads (its subnets are shared)."""
+    channels = {s.channels for s in input_shape.values()}
+    if len(channels) != 1:
+        raise UserError(f"The {head} head needs pyramid levels with equal channel counts.")
+    return channels.pop()
 
 
 def per_anchor(x: torch.Tensor, channels: int) -> torch.Tensor:

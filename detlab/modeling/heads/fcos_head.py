@@ -21,7 +21,11 @@ from torch import nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from detlab.modeling.heads.build import DENSE_HEAD_REGISTRY
-from detlab.modeling.heads.dense_outputs import detections_after_nms, select_candidates
+from detlab.modeling.heads.dense_outputs import (
+    detections_after_nms,
+    level_channels,
+    select_candidates,
+)
 from detlab.modeling.layers import Scale, conv_tower, prior_bias
 from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
@@ -122,11 +126,10 @@ class FCOSHead(nn.Module):
     def from_config(cls, cfg: Any, input_shape: dict[str, ShapeSpec]) -> dict[str, Any]:
         c = cfg.MODEL.FCOS
         shapes = list(input_shape.values())
-        if len({s.channels for s in shapes}) != 1:
-            raise UserError("The FCOS head needs pyramid levels with equal channel counts.")
+        channels = level_channels(input_shape, "FCOS")
         sizes = [tuple(r) for r in c.SIZES_OF_INTEREST] or None
         return {
-            "in_channels": shapes[0].channels,
+            "in_channels": channels,
             "strides": [s.stride for s in shapes],
             "num_classes": c.NUM_CLASSES,
             "num_convs": c.NUM_CONVS,

@@ -32,6 +32,7 @@ from detlab.modeling.heads.anchors import AnchorGenerator
 from detlab.modeling.heads.build import DENSE_HEAD_REGISTRY
 from detlab.modeling.heads.dense_outputs import (
     detections_after_nms,
+    level_channels,
     per_anchor,
     select_candidates,
 )
@@ -130,14 +131,13 @@ class RetinaNetHead(nn.Module):
     def from_config(cls, cfg: Any, input_shape: dict[str, ShapeSpec]) -> dict[str, Any]:
         c = cfg.MODEL.RETINANET
         shapes = list(input_shape.values())
-        if len({s.channels for s in shapes}) != 1:
-            raise UserError("The RetinaNet head needs pyramid levels with equal channel counts.")
+        channels = level_channels(input_shape, "RetinaNet")
         strides = [s.stride for s in shapes]
         anchors = AnchorGenerator.from_config(cfg, strides)
         if not cfg.MODEL.ANCHOR_GENERATOR.SIZES:
             anchors["sizes"] = retinanet_anchor_sizes(strides)
         return {
-            "in_channels": shapes[0].channels,
+            "in_channels": channels,
             "strides": strides,
             "num_classes": c.NUM_CLASSES,
             "anchor_generator": AnchorGenerator(**anchors),
