@@ -19,7 +19,6 @@ What this adds over fvcore's ``CfgNode``:
 
 from __future__ import annotations
 
-import ast
 import copy
 import difflib
 import logging
@@ -33,6 +32,7 @@ from fvcore.common.config import CfgNode as _FvCfgNode
 
 from detlab.config.arith import ConfigYamlLoader
 from detlab.config.detectron2 import translate_detectron2
+from detlab.config.values import MISSING, lookup, parse_literal
 from detlab.utils.errors import ConfigError
 from detlab.utils.file_io import read_yaml
 
@@ -81,7 +81,11 @@ class CfgNode(_FvCfgNode):
         """
         if self.is_frozen():
             raise ConfigError("This config is frozen; call cfg.defrost() before merging into it.")
-        result = translate_detectron2(data, self, use_defaults=detectron2_defaults)
+        result = translate_detectron2(
+            data,
+            self,
+            detlab_defaults=_default_config() if detectron2_defaults else None,
+        )
         where = f" (from {source})" if source else ""
         problems = [f"{p}{where}" for p in result.problems]
         _merge_checked(self, result.data, "", self, source, problems, apply=False)
@@ -104,7 +108,7 @@ class CfgNode(_FvCfgNode):
         for key, raw in parse_overrides(cfg_list):
             key = self._canonical_key(key)
             value = parse_literal(raw)
-            if isinstance(_lookup(self, key), str) and not isinstance(value, str):
+            if isinstance(lookup(self, key), str) and not isinstance(value, str):
                 # Text keys take the text: `MODEL.FPN.TOP_BLOCK none` names a choice, not
                 # None, and `OUTPUT_DIR (1, 2)` a folder, as in a file.
                 value = raw.strip()
@@ -119,10 +123,10 @@ class CfgNode(_FvCfgNode):
 
     def _canonical_key(self, key: str) -> str:
         """Accept lower-case spellings (``solver.base_lr``) of existing upper-case keys."""
-        if _lookup(self, key) is not _MISSING:
+        if lookup(self, key) is not MISSING:
             return key
         upper = key.upper()
-        return upper if _lookup(self, upper) is not _MISSING else key
+        return upper if lookup(self, upper) is not MISSING else key
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +153,16 @@ def get_cfg() -> CfgNode:
     for add_defaults in ALL_DEFAULTS:
         add_defaults(cfg)
     return cfg
+
+
+_DEFAULT_CONFIG: list[CfgNode] = []
+
+
+def _default_config() -> CfgNode:
+    """``get_cfg()``, built once (what "a key still at its default" is compared with)."""
+    if not _DEFAULT_CONFIG:
+        _DEFAULT_CONFIG.append(get_cfg())
+    return _DEFAULT_CONFIG[0]
 
 
 def load_config(config_file: str | None, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
@@ -267,30 +281,7 @@ def parse_overrides(opts: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def parse_literal(raw: str) -> Any:
-    """A Python literal if the text is one (``0.1``, ``(1, 2)``, ``True``), else the text."""
-    text = raw.strip()
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        lowered = text.lower()
-        if lowered in ("none", "null", "~"):
-            return None
-        return raw
-
-
 # ---------------------------------------------------------------------- checked merge
-_MISSING = object()
-
-
-def _lookup(node: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
 def _leaf_keys(node: Mapping, prefix: str) -> list[str]:
     keys: list[str] = []
     for k, v in node.items():

@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from detlab.config.values import MISSING, lookup, parse_literal
+
 __all__ = ["DETECTRON2_DEFAULTS", "Translation", "is_detectron2_config", "translate_detectron2"]
 
 D2_VERSION = 2
@@ -190,17 +192,12 @@ def _unflatten(flat: Mapping[str, Any]) -> dict:
 
 def _lookup(node: Any, dotted: str) -> Any:
     """The value at a dotted key of a nested mapping, or None."""
-    from detlab.config.config import _MISSING
-    from detlab.config.config import _lookup as lookup
-
     value = lookup(node, dotted)
-    return None if value is _MISSING else value
+    return None if value is MISSING else value
 
 
 def _literal(value: Any) -> Any:
     """Text written in Python literal syntax (``(640, 800)``) as its value; lists as tuples."""
-    from detlab.config.config import parse_literal
-
     if isinstance(value, str):
         value = parse_literal(value)
     if isinstance(value, list):
@@ -219,11 +216,11 @@ def is_detectron2_config(data: Mapping) -> bool:
 
 
 class _Translator:
-    def __init__(self, data: Mapping, current: Mapping, use_defaults: bool) -> None:
+    def __init__(self, data: Mapping, current: Mapping, detlab_defaults: Mapping | None) -> None:
         self.flat = _flatten(copy.deepcopy(dict(data)))
         self.current = current
         self.out = Translation(data={})
-        self.use_defaults = use_defaults
+        self.detlab_defaults = detlab_defaults
 
     # ------------------------------------------------------------------ helpers
     def value(self, key: str) -> Any:
@@ -256,7 +253,7 @@ class _Translator:
         d2_file = is_detectron2_config(_unflatten(self.flat))
         if d2_file:
             self.flat.pop("VERSION")
-        if d2_file and self.use_defaults:
+        if d2_file and self.detlab_defaults is not None:
             self.apply_defaults()
         self.meta_architecture()
         self.backbone()
@@ -269,9 +266,7 @@ class _Translator:
         return self.out
 
     def apply_defaults(self) -> None:
-        from detlab.config.config import get_cfg
-
-        detlab_defaults = _default_cfg(get_cfg)
+        detlab_defaults = self.detlab_defaults
         for key, value in DETECTRON2_DEFAULTS.items():
             if key in self.flat:
                 continue
@@ -431,24 +426,16 @@ class _Translator:
                 )
 
 
-_DEFAULT_CACHE: list = []
-
-
-def _default_cfg(get_cfg: Any) -> Any:
-    if not _DEFAULT_CACHE:
-        _DEFAULT_CACHE.append(get_cfg())
-    return _DEFAULT_CACHE[0]
-
-
 def translate_detectron2(
-    data: Mapping, current: Mapping | None = None, *, use_defaults: bool = True
+    data: Mapping, current: Mapping | None = None, *, detlab_defaults: Mapping | None = None
 ) -> Translation:
     """Rewrite Detectron2 names and keys in ``data`` into detlab's (see the module docstring).
 
     Args:
         data: nested mapping from a YAML file (after ``_BASE_``) or from overrides.
         current: the config it will be merged into (to resolve keys ``data`` does not set).
-        use_defaults: apply Detectron2's defaults underneath a ``VERSION: 2`` file (files
-            only; the command line changes single keys).
+        detlab_defaults: ``get_cfg()``, to apply Detectron2's defaults underneath a
+            ``VERSION: 2`` file where ``current`` still holds detlab's; None applies none (the
+            command line changes single keys).
     """
-    return _Translator(data, current or {}, use_defaults).run()
+    return _Translator(data, current or {}, detlab_defaults).run()

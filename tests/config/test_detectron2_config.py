@@ -270,7 +270,7 @@ def test_out_features_must_cover_fpn_inputs():
                 "FPN": {"IN_FEATURES": ["res3"]},
             }
         },
-        use_defaults=False,
+        detlab_defaults=None,
     )
     assert any("does not output" in p for p in result.problems)
 
