@@ -386,7 +386,9 @@ def map_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> MappedSt
 
 
 def _fill_running_stats(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> list:
-    """Affine-only norms (Caffe2 AffineChannel, old Detectron2 FrozenBN): mean 0, var 1."""
+    """Affine-only norms (Caffe2 AffineChannel, old Detectron2 FrozenBN): mean 0, var 1.
+
+    Returns one summary line for the load report (empty when nothing was filled)."""
     filled = []
     for key in list(out):
         if not key.endswith(".weight"):
@@ -396,8 +398,13 @@ def _fill_running_stats(out: dict[str, torch.Tensor], target: dict[str, torch.Te
         if mean in target and var in target and mean not in out and var not in out:
             out[mean] = torch.zeros_like(target[mean])
             out[var] = torch.ones_like(target[var])
-            filled.append(f"{base}.running_{{mean,var}} = 0, 1 (the file's norm has no statistics)")
-    return filled
+            filled.append(base)
+    if not filled:
+        return []
+    return [
+        f"running_mean/var = 0/1 in {len(filled)} norms without statistics in the file "
+        f"({filled[0]}, ...)"
+    ]
 
 
 def export_state_dict(model: nn.Module, scheme: str) -> dict[str, torch.Tensor]:

@@ -215,7 +215,13 @@ def _group(keys: list[str]) -> list[str]:
     for k in keys:
         head, _, leaf = k.rpartition(".")
         groups[head].append(leaf)
-    return [f"{h}.{{{','.join(v)}}}" if len(v) > 1 else f"{h}.{v[0]}" for h, v in groups.items()]
+    rows = []
+    for h, v in groups.items():
+        if not h:  # names without a dot (Caffe2's fc1000_w) stand alone
+            rows += v
+        else:
+            rows.append(f"{h}.{{{','.join(v)}}}" if len(v) > 1 else f"{h}.{v[0]}")
+    return rows
 
 
 def format_load_report(report: dict[str, Any], max_rows: int = 12) -> str:
