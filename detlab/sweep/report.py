@@ -86,7 +86,7 @@ def trial_entries(spec: SweepSpec, trials: Sequence[Trial], state: SweepState) -
         last = metrics.get("iteration")
         entry["iterations"] = last + 1 if isinstance(last, int) else None
         if len(spec.metrics) > 1:  # multi-objective: on the Pareto front of the study?
-            entry["pareto"] = bool(rec.get("pareto"))
+            entry["pareto"] = "yes" if rec.get("pareto") else ""
         wall = rec.get("wall_time")
         entry["wall_time"] = round(float(wall), 1) if isinstance(wall, (int, float)) else None
         entries.append(entry)

@@ -294,6 +294,7 @@ def _settings_fingerprint(spec: SweepSpec) -> dict[str, Any]:
         "detlab_fixed": json.loads(json.dumps(spec.fixed, sort_keys=True, default=str)),
         "detlab_method": spec.method,
         "detlab_metrics": list(spec.metrics),
+        "detlab_parameters": json.loads(json.dumps(spec.parameters, sort_keys=True, default=str)),
     }
 
 
@@ -309,8 +310,9 @@ def open_study(
 ) -> Any:
     """Create or load the study ``name`` in ``ref`` and check it belongs to this spec.
 
-    A study keeps its base config, fixed overrides, method and metrics: a run with other ones
-    is refused in one sentence (start a new study with ``--study-name`` or another root).
+    A study keeps its base config, fixed overrides, method, metrics and parameter space (Optuna
+    ties each parameter to one distribution): a run with other ones is refused in one sentence
+    (start a new study with ``--study-name`` or another root). ``num_trials`` may grow.
     ``storage`` is an already opened storage of ``ref``.
     """
     optuna = require_optuna()

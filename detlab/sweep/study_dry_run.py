@@ -63,9 +63,11 @@ def print_study_dry_run(
     )
     if spec.sampled:
         example = plan_trial(
-            spec, Trial(0, "<trial name>", example_params(spec)), run.num_gpus,
+            spec,
+            Trial(0, "<trial name>", example_params(spec)),
+            run.num_gpus,
             hook_overrides(spec),
-        )  # fmt: skip
+        )
         out(f"Trials are picked one at a time by {spec.method.upper()}; a trial's command:")
         out(f"    {env + ' ' if env else ''}{shlex.join(example.command())}")
         return

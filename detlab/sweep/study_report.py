@@ -20,7 +20,7 @@ from detlab.sweep.study import decode_params
 from detlab.sweep.study_trials import ATTEMPT_OF, RESUME, group_by_name, live_attempt
 from detlab.sweep.trials import Trial
 
-__all__ = ["study_entries", "study_view", "write_study_leaderboard"]
+__all__ = ["study_view", "sweep_root_entries", "write_study_leaderboard"]
 
 
 def _status(trial: Any) -> str:
@@ -74,18 +74,51 @@ def study_view(
     return trials, state
 
 
-def study_entries(spec: SweepSpec, study: Any) -> list[dict[str, Any]]:
-    """``tools/eval.py --compare`` entries of the study's trials that have metrics."""
-    trials, state = study_view(spec, study)
+def sweep_root_entries(root: str) -> list[dict[str, Any]] | None:
+    """``tools/eval.py --compare`` entries of a sweep root's trials that have box metrics,
+    from its study (``study.json``) or its state file; None if ``root`` is no sweep root."""
+    import json
+
+    from detlab.sweep.state import STATE_FILE, SweepState
+
+    manifest = os.path.join(root, "study.json")
+    records: dict[str, dict] = {}
+    if os.path.isfile(manifest):
+        import optuna
+
+        from detlab.sweep.study import open_storage, require_optuna, resolve_storage
+
+        require_optuna()
+        with open(manifest, encoding="utf-8") as f:
+            info = json.load(f)
+        storage = open_storage(resolve_storage(info["storage"], root))
+        study = optuna.load_study(study_name=info["study_name"], storage=storage)
+        for name, attempts in group_by_name(study.get_trials(deepcopy=False)).items():
+            live = live_attempt(attempts) or attempts[-1]
+            records[name] = {
+                "status": _status(live),
+                "metrics": live.user_attrs.get("metrics"),
+                "output_dir": live.user_attrs.get("output_dir"),
+            }
+    elif os.path.isfile(os.path.join(root, STATE_FILE)):
+        records = SweepState.load(root).trials
+    else:
+        return None
     entries = []
-    for trial in trials:
-        rec = state.trials.get(trial.name, {})
-        box = (rec.get("metrics") or {}).get("bbox")
+    for name, rec in records.items():
+        metrics = rec.get("metrics") or {}
+        box = metrics.get("bbox")
         if not isinstance(box, dict):
             continue
-        entry: dict[str, Any] = {"name": trial.name, "status": rec["status"]}
-        entry.update({k: v for k, v in box.items() if isinstance(v, (int, float))})
-        entry["source"] = rec.get("output_dir") or os.path.join(spec.output_root, trial.name)
+        entry: dict[str, Any] = {"name": name}
+        entry.update(
+            {k: float(v) for k, v in box.items() if isinstance(v, (int, float)) and v == v}
+        )
+        for key in ("iteration", "best_iteration"):
+            if isinstance(metrics.get(key), int):
+                entry[key] = metrics[key]
+        entry["status"] = rec.get("status", "finished")
+        entry["source"] = rec.get("output_dir") or os.path.join(root, name)
         entries.append(entry)
     return entries
 

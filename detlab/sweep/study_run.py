@@ -91,9 +91,15 @@ def run_worker_job(job: WorkerJob, out: Callable[[str], None] = print) -> dict[s
     if os.environ.get("SLURM_ARRAY_TASK_ID"):
         label = f"{os.environ.get('SLURM_ARRAY_JOB_ID', '')}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     worker = Worker(
-        spec, ref, job.study_name, slot=job.slot, label=label, num_gpus=job.num_gpus,
-        grace_s=job.grace_s, out=out,
-    )  # fmt: skip
+        spec,
+        ref,
+        job.study_name,
+        slot=job.slot,
+        label=label,
+        num_gpus=job.num_gpus,
+        grace_s=job.grace_s,
+        out=out,
+    )
     summary = worker.run()
     out(f"[{label}] done: {summary_line(summary)}")
     return asdict(summary)
@@ -180,9 +186,12 @@ class StudyRun:
             new: list[str] = []
         else:
             new, retried = enqueue_planned(
-                study, planned, search_space(self.spec), lambda p: encode_params(self.spec, p),
+                study,
+                planned,
+                search_space(self.spec),
+                lambda p: encode_params(self.spec, p),
                 retry_failed,
-            )  # fmt: skip
+            )
         if new:
             self.out(f"Enqueued {len(new)} planned trial(s) in study {self.name!r}.")
         if retried:
@@ -200,9 +209,22 @@ class StudyRun:
         """Start one worker process per entry of ``slots`` (its extra environment) and wait.
         Returns the signal that stopped the command, or None."""
         procs = []
-        base = [sys.executable, "-m", "detlab.sweep", self.spec.path, "--output-root",
-                self.spec.output_root, "--storage", self.ref.text, "--study-name", self.name,
-                "--gpus-per-trial", str(self.num_gpus), "--grace", str(self.grace_s)]  # fmt: skip
+        base = [
+            sys.executable,
+            "-m",
+            "detlab.sweep",
+            self.spec.path,
+            "--output-root",
+            self.spec.output_root,
+            "--storage",
+            self.ref.text,
+            "--study-name",
+            self.name,
+            "--gpus-per-trial",
+            str(self.num_gpus),
+            "--grace",
+            str(self.grace_s),
+        ]
         for i, extra in enumerate(slots):
             cmd = [*base, "--run-worker", str(i), *self.opts]
             full = {**os.environ, **env, **extra}
@@ -219,10 +241,14 @@ class StudyRun:
         from detlab.sweep.launchers import submit_array
 
         jobs = submit_array(
-            os.path.join(self.spec.output_root, ".submitit"), slurm, cluster,
-            run_worker_job, [self.job(i) for i in range(n)], executor=executor,
+            os.path.join(self.spec.output_root, ".submitit"),
+            slurm,
+            cluster,
+            run_worker_job,
+            [self.job(i) for i in range(n)],
+            executor=executor,
             name=f"detlab-{self.name}",
-        )  # fmt: skip
+        )
         ids = ", ".join(str(j.job_id) for j in jobs)
         self.out(f"Submitted {n} worker(s) as a job array: {ids}")
         return _follow_jobs(jobs, self.out)

@@ -305,8 +305,13 @@ class Worker:
         if not self._finish(tid, t.number, "fail", {"error": why, "wall_time": wall}):
             return again
         if again:
-            enqueue_attempt(self.study, self.storage.get_trial(tid), resume=True, crashes=crashes,
-                            wall_before=wall)  # fmt: skip
+            enqueue_attempt(
+                self.study,
+                self.storage.get_trial(tid),
+                resume=True,
+                crashes=crashes,
+                wall_before=wall,
+            )
         return again
 
     def _record(self, t: Any, tid: int, p: PlannedTrial, rc: int, wall: float) -> None:
@@ -370,8 +375,10 @@ class Worker:
                     number, state=TrialState.PRUNED if state == "pruned" else TrialState.FAIL
                 )
         except Exception as err:  # finished elsewhere: a worker took it for dead
-            self.out(f"Optuna trial {number} was ended by another worker ({type(err).__name__}); "
-                     "its output stays in its folder")  # fmt: skip
+            self.out(
+                f"Optuna trial {number} was ended by another worker ({type(err).__name__}); "
+                "its output stays in its folder"
+            )
             return False
         return True
 
