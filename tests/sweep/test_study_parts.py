@@ -337,6 +337,7 @@ def test_enqueue_attempt_carries_the_pruner_rungs():
 
 
 # ---------------------------------------------------------------- the trial's link
+@pytest.mark.filterwarnings("ignore:The reported value is ignored")
 def test_trial_link_reports_and_relays_the_pruners_verdict(tmp_path):
     spec = _spec(
         tmp_path,

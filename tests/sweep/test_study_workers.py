@@ -23,7 +23,8 @@ from detlab.sweep.spec import load_spec  # noqa: E402
 from detlab.sweep.study import resolve_storage  # noqa: E402
 from detlab.sweep.study_run import StudyRun  # noqa: E402
 
-STORAGES = ["sqlite", "journal"]
+# SQLite in the default suite; the journal file (same tests) with the slow ones.
+STORAGES = ["sqlite", pytest.param("journal", marks=pytest.mark.slow)]
 LR, CLIP = "SOLVER.BASE_LR", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE"
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_train_net.py")
 
@@ -57,7 +58,7 @@ def test_two_workers_share_one_study_and_never_run_a_trial_twice(make_spec, monk
         parameters={LR: [0.01, 0.02, 0.03], CLIP: [0.5, 1.0]},
         study={"storage": storage},
     )
-    assert main([str(spec), "--workers", "2"]) == 0
+    assert main([str(spec), "--workers", "2", "--no-plots"]) == 0
     runs = _by_dir(make_spec.read_calls())
     assert len(runs) == 6 and all(len(v) == 1 for v in runs.values())  # each trial exactly once
     assert len({c[0]["ppid"] for c in runs.values()}) == 2  # and both workers took some
@@ -75,6 +76,37 @@ def test_two_workers_share_one_study_and_never_run_a_trial_twice(make_spec, monk
     assert json.loads((make_spec.root / "study.json").read_text())["study_name"] == "spec"
 
 
+@pytest.mark.parametrize("method", ["grid", "random"])
+def test_a_study_enqueues_exactly_the_planned_trials(make_spec, method):
+    from detlab.sweep import expand_trials
+    from detlab.sweep.plan import plan_sweep
+    from detlab.sweep.study import decode_params
+
+    keys = {"method": "random", "num_trials": 5, "seed": 7, "name_template": "r{index}"}
+    params = {
+        LR: {"loguniform": [1e-3, 1e-1]},
+        CLIP: [0.5, 1.0],
+        "MODEL.FPN.IN_STAGES": [[2, 3, 4], [1, 2, 3]],
+    }
+    if method == "grid":
+        keys = {"name_template": "t{index}"}
+        params = {
+            LR: [0.01, 0.02, 0.03],
+            CLIP: [0.5, 1.0],
+            "MODEL.FPN.IN_STAGES": [[2, 3, 4], [1, 2, 3]],
+        }
+    spec = load_spec(make_spec(parameters=params, **keys))
+    run = StudyRun(spec, opts=[], storage=None, study_name=None, num_gpus=1, grace_s=5)
+    for _ in range(2):  # preparing twice (a re-run, a second machine) adds nothing
+        study = run.prepare(plan_sweep(run.spec), retry_failed=False)
+    trials = sorted(study.trials, key=lambda t: t.number)
+    want = expand_trials(spec)
+    assert [t.user_attrs["name"] for t in trials] == [w.name for w in want]
+    assert [t.user_attrs["index"] for t in trials] == [w.index for w in want]
+    assert [decode_params(spec, t.params) for t in trials] == [w.params for w in want]  # exact
+
+
+@pytest.mark.slow
 def test_grid_and_random_specs_give_the_same_trials_as_without_a_study(make_spec, tmp_path):
     """A plain spec run by workers trains exactly the trials the single-driver sweep trains."""
     for method, params in (
@@ -107,12 +139,12 @@ def test_grid_and_random_specs_give_the_same_trials_as_without_a_study(make_spec
         assert len(results["study"]) == (4 if method == "grid" else 3)
 
 
-def test_pruner_stops_a_clearly_bad_trial_at_an_evaluation(make_spec, capfd):
+def test_pruner_stops_a_clearly_bad_trial_at_an_evaluation(make_spec):
     spec = make_spec(
         fixed={"SOLVER.CLIP_GRADIENTS.ENABLED": True, "TEST.EVAL_PERIOD": 5},
         study={"pruner": {"type": "median", "n_startup_trials": 1}},
     )
-    assert main([str(spec)]) == 0
+    assert main([str(spec), "--no-plots"]) == 0
     rows = {r["name"]: r for r in _csv(make_spec.root)}
     # Order: -5 (complete, first), 0 (complete, above the median), then -15 and -10, whose
     # value at the first evaluation (step 5: -3.75, -2.5) is below the median (-0.625).
@@ -128,8 +160,8 @@ def test_pruner_stops_a_clearly_bad_trial_at_an_evaluation(make_spec, capfd):
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     assert len(pruned) == 2 and all(t.user_attrs["pruned_at"] == 5 for t in pruned)
     assert all(t.value == pytest.approx(t.intermediate_values[5]) for t in pruned)
-    out = capfd.readouterr().out
-    assert "intermediate_values" in out and (make_spec.root / "intermediate_values.png").exists()
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert all(sorted(t.intermediate_values) == [5, 10, 15, 20] for t in complete)
 
 
 def _wait_for(predicate, timeout: float = 60.0) -> None:
@@ -181,6 +213,7 @@ def test_a_sigkilled_workers_trial_is_resumed_by_another(make_spec, monkeypatch,
     assert "is gone" in attempts[0].user_attrs["error"]
 
 
+@pytest.mark.slow
 def test_a_trial_killed_by_a_signal_resumes_from_its_checkpoint(make_spec, monkeypatch, tmp_path):
     """The OOM killer's SIGKILL on the trial (not the worker): the next attempt resumes."""
     wrapper = tmp_path / "oom_once.py"
@@ -209,6 +242,7 @@ def test_a_trial_killed_by_a_signal_resumes_from_its_checkpoint(make_spec, monke
     assert states == ["FAIL", "COMPLETE"]
 
 
+@pytest.mark.slow
 def test_rerun_continues_the_study_and_a_bigger_budget_adds_trials(make_spec, capfd):
     params = {LR: {"loguniform": [1e-3, 1e-1]}, CLIP: [0.5, 1.0]}
     random = {"method": "random", "seed": 2, "name_template": "r{index}", "parameters": params}
@@ -228,6 +262,7 @@ def test_rerun_continues_the_study_and_a_bigger_budget_adds_trials(make_spec, ca
         assert "was made with another" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_failed_trials_are_kept_and_retried_on_request(make_spec, capfd):
     spec = make_spec(
         parameters={LR: [0.01, 0.9], CLIP: [0.5]},
@@ -244,6 +279,7 @@ def test_failed_trials_are_kept_and_retried_on_request(make_spec, capfd):
     assert rows == {"lr0.01_clip0.5": "finished", "lr0.9_clip0.5": "failed"}
 
 
+@pytest.mark.slow
 def test_tpe_search_with_two_workers_runs_exactly_num_trials(make_spec):
     spec = make_spec(
         method="tpe",
@@ -268,6 +304,7 @@ def test_tpe_search_with_two_workers_runs_exactly_num_trials(make_spec):
     assert len(make_spec.read_calls()) == 5
 
 
+@pytest.mark.slow
 def test_multi_objective_marks_the_pareto_front(make_spec):
     spec = make_spec(
         metric=["bbox/AP", "bbox/APs"],
@@ -298,3 +335,42 @@ def test_dry_run_and_status_create_nothing(make_spec, capfd):
     assert "No study 'spec'" in capfd.readouterr().out
     assert not make_spec.root.exists() or not (make_spec.root / "study.db").exists()
     assert make_spec.read_calls() == []
+
+
+@pytest.mark.slow
+def test_slurm_job_array_of_workers_through_submitits_local_executor(make_spec, capfd):
+    """No Slurm here: submitit's local executor runs the same job-array path on this machine."""
+    spec = make_spec(study={"storage": "journal"}, slurm={"cpus_per_task": 1, "timeout_min": 5})
+    assert main([str(spec), "--launcher", "slurm", "--cluster", "local", "--workers", "2"]) == 0
+    out = capfd.readouterr().out
+    assert "Submitted 2 worker(s) as a job array" in out
+    runs = _by_dir(make_spec.read_calls())
+    assert len(runs) == 4 and all(len(v) == 1 for v in runs.values())
+    workers = {c[0]["ppid"] for c in runs.values()}
+    assert 1 <= len(workers) <= 2  # each task is a worker; a fast one may take every trial
+    assert {r["status"] for r in _csv(make_spec.root)} == {"finished"}
+    assert list((make_spec.root / ".submitit").iterdir())  # submitit's job folders
+
+
+@pytest.mark.slow
+def test_sigterm_hands_running_trials_back_and_the_rerun_resumes_them(make_spec, monkeypatch):
+    """Preemption: the command relays SIGTERM to its workers, which stop their trials and hand
+    them back to the study; the next run resumes them from their checkpoints."""
+    spec = make_spec(parameters={LR: [0.01], CLIP: [0.5, 1.0]}, study={})
+    env = {**os.environ, "FAKE_TRAIN_SLEEP": "60"}
+    cmd = [sys.executable, "-m", "detlab.sweep", str(spec), "--workers", "2", "--no-plots"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: len(make_spec.read_calls()) == 2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not any(_alive(c["pid"]) for c in make_spec.read_calls())
+    assert {r["status"] for r in _csv(make_spec.root)} == {"interrupted"}
+    monkeypatch.setenv("FAKE_TRAIN_SLEEP", "0")
+    assert main([str(spec), "--no-plots"]) == 0
+    calls = make_spec.read_calls()
+    assert [c["resume"] for c in calls] == [False, False, True, True]
+    assert {r["status"] for r in _csv(make_spec.root)} == {"finished"}
