@@ -31,7 +31,7 @@ from typing import Any
 from detlab.sweep.job import stop_process_group, tail
 from detlab.sweep.plan import PlannedTrial, plan_sweep, plan_trial
 from detlab.sweep.report import read_final_metrics
-from detlab.sweep.runner import SweepInterrupted
+from detlab.sweep.runner import SignalFlag, SweepInterrupted
 from detlab.sweep.spec import SweepSpec, split_metric
 from detlab.sweep.state import _json_safe
 from detlab.sweep.study import (
@@ -91,29 +91,6 @@ def hook_overrides(spec: SweepSpec) -> list[str]:
     return override_tokens({"TRAINER.EXTRA_HOOKS": hooks})
 
 
-class _StopFlag:
-    """Turns stop signals into a flag while the worker runs (main thread only)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 class Worker:
     """One worker of the study ``study_name`` in storage ``ref`` (see the module docstring)."""
 
@@ -161,7 +138,7 @@ class Worker:
     # ------------------------------------------------------------------ the loop
     def run(self) -> WorkerSummary:
         """Run trials until none is left; raises :class:`SweepInterrupted` on a stop signal."""
-        with _StopFlag() as stop:
+        with SignalFlag(STOP_SIGNALS) as stop:
             idle_said = False
             while stop.signum is None:
                 self._recover()
@@ -180,7 +157,7 @@ class Worker:
                 raise SweepInterrupted(stop.signum)
         return self.summary
 
-    def _sleep(self, seconds: float, stop: _StopFlag) -> None:
+    def _sleep(self, seconds: float, stop: SignalFlag) -> None:
         end = time.monotonic() + seconds
         while stop.signum is None and time.monotonic() < end:
             time.sleep(min(self.poll_s, max(0.0, end - time.monotonic())))
@@ -246,7 +223,7 @@ class Worker:
         )
         return plan_trial(self.spec, trial, num_gpus=self.num_gpus, extra=self.extra)
 
-    def _run(self, t: Any, stop: _StopFlag) -> None:
+    def _run(self, t: Any, stop: SignalFlag) -> None:
         from detlab.sweep.job import start_process
 
         tid = trial_id(self.storage, self.study_id, t.number)

@@ -4,6 +4,7 @@ bookkeeping (claims, duplicates, dead workers), the trial's link to its study, f
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -185,34 +186,18 @@ def test_search_space_round_trips_list_choices(tmp_path):
 
 
 def test_samplers_and_their_options(tmp_path, monkeypatch):
-    tpe = _spec(
-        tmp_path,
-        method="tpe",
-        num_trials=2,
-        name_template="{index}",
-        parameters={LR: {"uniform": [0, 1]}},
-        study={"sampler_options": {"n_startup_trials": 7}},
-    )
-    sampler = build_sampler(tpe, seed_offset=1)
+    def sampled(method, **study):
+        keys = {"num_trials": 2, "name_template": "{index}", "study": study}
+        return _spec(tmp_path, method=method, parameters={LR: {"uniform": [0, 1]}}, **keys)
+
+    sampler = build_sampler(sampled("tpe", sampler_options={"n_startup_trials": 7}), 1)
     assert isinstance(sampler, optuna.samplers.TPESampler)
     assert sampler._n_startup_trials == 7 and sampler._constant_liar
-    bad = _spec(
-        tmp_path,
-        method="tpe",
-        num_trials=2,
-        name_template="{index}",
-        parameters={LR: {"uniform": [0, 1]}},
-        study={"sampler_options": {"n_startup": 7}},
-    )
     with pytest.raises(UserError, match="did you mean n_startup_trials"):
-        build_sampler(bad)
-    cma = _spec(
-        tmp_path,
-        method="cmaes",
-        num_trials=2,
-        name_template="{index}",
-        parameters={LR: {"uniform": [0, 1]}},
-    )
+        build_sampler(sampled("tpe", sampler_options={"n_startup": 7}))
+    cma = sampled("cmaes")
+    if importlib.util.find_spec("cmaes") is not None:  # in the sweep extra
+        assert isinstance(build_sampler(cma), optuna.samplers.CmaEsSampler)
     monkeypatch.setitem(sys.modules, "cmaes", None)
     with pytest.raises(UserError, match=r"cmaes package.*detlab\[sweep\]"):
         build_sampler(cma)
