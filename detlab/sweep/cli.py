@@ -66,7 +66,7 @@ def build_parser() -> DetlabArgumentParser:
         "--storage",
         metavar="URL",
         help="study storage: sqlite (default, <root>/study.db), journal[:PATH], or a database "
-        "URL such as postgresql://user:${PW}@host/db",
+        "URL such as postgresql+psycopg://user:${PW}@host/db",
     )
     study.add_argument("--study-name", metavar="NAME", help="study name (default: spec's)")
     study.add_argument("--no-plots", action="store_true", help="skip the study's figures")

@@ -3,7 +3,7 @@
 Storage strings (``study.storage`` in the spec, or ``--storage``):
 
 * ``sqlite`` (the default): ``sqlite:///<output_root>/study.db``, for one machine;
-* any SQLAlchemy URL (``postgresql://user:${DETLAB_DB_PASSWORD}@db:5432/detlab``,
+* any SQLAlchemy URL (``postgresql+psycopg://user:${DETLAB_DB_PASSWORD}@db/detlab``,
   ``mysql+pymysql://...``, ``sqlite:////abs/path.db``): workers on many machines share it;
   ``${VAR}`` is read from the environment, so no password needs to be written down;
 * ``journal`` or ``journal:PATH``: Optuna's journal file (``<output_root>/study.journal`` by
@@ -142,10 +142,13 @@ def open_storage(ref: StorageRef) -> Any:
         kwargs = {"pool_pre_ping": True}
     try:
         return optuna.storages.RDBStorage(ref.target, engine_kwargs=kwargs)
-    except ImportError as err:  # the database driver, e.g. psycopg2
+    except ImportError as err:  # the database driver, e.g. psycopg
+        missing = f" ({err.name})" if err.name else ""
         raise UserError(
-            f"The study storage {ref.shown} needs the database driver {err.name or err}; install "
-            "it (PostgreSQL: pip install psycopg2-binary; MySQL: pip install pymysql)."
+            f"The study storage {ref.shown} needs a database driver that is not installed"
+            f"{missing}; install it (PostgreSQL: pip install 'psycopg[binary]' for "
+            "postgresql+psycopg:// URLs, psycopg2-binary for postgresql+psycopg2://; MySQL: "
+            "pip install pymysql)."
         ) from None
     except Exception as err:  # sqlalchemy errors: bad URL, server down, wrong password
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

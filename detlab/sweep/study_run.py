@@ -257,23 +257,28 @@ class StudyRun:
 def _wait_for(
     procs: list[subprocess.Popen], grace_s: float, out: Callable[[str], None]
 ) -> int | None:
-    """Wait for worker processes; relay SIGINT/SIGTERM to them (SIGHUP: leave them running)."""
+    """Wait for worker processes; relay SIGINT/SIGTERM to them (SIGHUP: leave them running).
+    A worker still there ``grace_s`` + 30 s after the relay is killed (its trial with it)."""
     got: list[int] = []
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         previous[sig] = signal.signal(sig, lambda signum, frame: got.append(signum))
     try:
-        relayed = False
+        deadline = None
         while any(p.poll() is None for p in procs):
             if got and got[0] == signal.SIGHUP:
                 out("Workers keep running; run the same command to add workers or see results.")
                 return got[0]
-            if got and not relayed:
+            if got and deadline is None:
                 out(f"Stopping {sum(p.poll() is None for p in procs)} worker(s)...")
                 for p in procs:
-                    if p.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(p.pid, signal.SIGTERM)
-                relayed = True
+                deadline = time.monotonic() + grace_s + 30.0
+            if deadline is not None and time.monotonic() > deadline:
+                for p in procs:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(p.pid, signal.SIGKILL)
             time.sleep(0.2)
     finally:
         for sig, handler in previous.items():

@@ -83,11 +83,11 @@ def test_postgres_service_and_sweep_worker_for_a_shared_study():
     command = worker["command"]
     url = command[command.index("--storage") + 1]
     # Compose turns $$ into $: the container gets ${DETLAB_DB_PASSWORD}, expanded by the sweep.
-    assert url == "postgresql://detlab:$${DETLAB_DB_PASSWORD}@postgres:5432/detlab"
+    assert url == "postgresql+psycopg://detlab:$${DETLAB_DB_PASSWORD}@postgres:5432/detlab"
     spec = substitute(command[0], {})
     assert (ROOT / spec).is_file()
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-    assert "sweep" in DOCKERFILE.read_text() and "psycopg2" in DOCKERFILE.read_text()
+    assert "sweep" in DOCKERFILE.read_text() and "psycopg[binary]" in DOCKERFILE.read_text()
 
 
 def test_sweep_expands_the_password_from_the_environment(monkeypatch):
@@ -97,5 +97,5 @@ def test_sweep_expands_the_password_from_the_environment(monkeypatch):
     url = url[url.index("--storage") + 1].replace("$$", "$")  # what the container receives
     monkeypatch.setenv("DETLAB_DB_PASSWORD", "pw")
     ref = resolve_storage(url, "/output/sweep")
-    assert ref.target == "postgresql://detlab:pw@postgres:5432/detlab"
+    assert ref.target == "postgresql+psycopg://detlab:pw@postgres:5432/detlab"
     assert "pw@" not in ref.shown

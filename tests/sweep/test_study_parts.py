@@ -133,14 +133,14 @@ def test_storage_strings(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_storage("sqlite:///rel.db", root).target == f"sqlite:///{tmp_path}/rel.db"
     monkeypatch.setenv("DB_PW", "s3cret")
-    ref = resolve_storage("postgresql://detlab:${DB_PW}@db:5432/detlab", root)
-    assert ref.target == "postgresql://detlab:s3cret@db:5432/detlab"
+    ref = resolve_storage("postgresql+psycopg://detlab:${DB_PW}@db:5432/detlab", root)
+    assert ref.target == "postgresql+psycopg://detlab:s3cret@db:5432/detlab"
     assert "s3cret" not in ref.text and "s3cret" not in ref.shown
-    plain = resolve_storage("postgresql://detlab:s3cret@db/detlab", root)
-    assert plain.shown == "postgresql://detlab:***@db/detlab"
+    plain = resolve_storage("postgresql+psycopg://detlab:s3cret@db/detlab", root)
+    assert plain.shown == "postgresql+psycopg://detlab:***@db/detlab"
     monkeypatch.delenv("DB_PW")
     with pytest.raises(UserError, match=r"\$\{DB_PW\}, which is not set"):
-        resolve_storage("postgresql://detlab:${DB_PW}@db/detlab", root)
+        resolve_storage("postgresql+psycopg://detlab:${DB_PW}@db/detlab", root)
     with pytest.raises(UserError, match="not sqlite, journal"):
         resolve_storage("redis-ish", root)
 

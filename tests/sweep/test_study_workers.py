@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-pytest.importorskip("optuna")
+optuna = pytest.importorskip("optuna")
 
 from detlab.sweep.cli import main  # noqa: E402
 from detlab.sweep.spec import load_spec  # noqa: E402
@@ -374,3 +374,24 @@ def test_sigterm_hands_running_trials_back_and_the_rerun_resumes_them(make_spec,
     calls = make_spec.read_calls()
     assert [c["resume"] for c in calls] == [False, False, True, True]
     assert {r["status"] for r in _csv(make_spec.root)} == {"finished"}
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_study_in_postgresql(make_spec):
+    """Against a real server, when one is given: DETLAB_TEST_POSTGRES_URL=postgresql://..."""
+    url = os.environ.get("DETLAB_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL server (set DETLAB_TEST_POSTGRES_URL to run this test)")
+    pytest.importorskip("psycopg2")
+    import uuid
+
+    name = f"detlab-test-{uuid.uuid4().hex[:8]}"
+    spec = make_spec(parameters={LR: [0.01, 0.02], CLIP: [0.5, 1.0]}, study={"name": name})
+    assert main([str(spec), "--workers", "2", "--storage", url, "--no-plots"]) == 0
+    runs = _by_dir(make_spec.read_calls())
+    assert len(runs) == 4 and all(len(v) == 1 for v in runs.values())
+    from detlab.sweep.study import open_storage
+
+    study = optuna.load_study(study_name=name, storage=open_storage(resolve_storage(url, "")))
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 4
+    optuna.delete_study(study_name=name, storage=open_storage(resolve_storage(url, "")))
