@@ -185,7 +185,8 @@ def replay(out: Path, period: int, iters: int) -> list[dict]:
     )
     rows = []
     for name, make in pruners.items():
-        study = optuna.create_study(direction="maximize", pruner=make())
+        # A fixed name: Hyperband assigns brackets by a hash of study name and trial number.
+        study = optuna.create_study(direction="maximize", pruner=make(), study_name=name)
         spent, found = 0, None
         for t in trials:
             trial = study.ask()
