@@ -193,6 +193,8 @@ def test_a_sigkilled_workers_trial_is_resumed_by_another(make_spec, monkeypatch,
     try:
         _wait_for(lambda: len(make_spec.read_calls()) == 1)
         trainer = make_spec.read_calls()[0]["pid"]
+        checkpoint = os.path.join(make_spec.read_calls()[0]["output_dir"], "last_checkpoint")
+        _wait_for(lambda: os.path.exists(checkpoint))  # the trial has something to resume
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         _wait_for(lambda: not _alive(trainer), timeout=20)  # the trial died with its worker
@@ -362,6 +364,8 @@ def test_sigterm_hands_running_trials_back_and_the_rerun_resumes_them(make_spec,
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: len(make_spec.read_calls()) == 2)
+        dirs = [c["output_dir"] for c in make_spec.read_calls()]
+        _wait_for(lambda: all(os.path.exists(os.path.join(d, "last_checkpoint")) for d in dirs))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
