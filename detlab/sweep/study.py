@@ -141,7 +141,7 @@ def open_storage(ref: StorageRef) -> Any:
     else:
         kwargs = {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(ref.target, engine_kwargs=kwargs)
+        storage = optuna.storages.RDBStorage(ref.target, engine_kwargs=kwargs)
     except ImportError as err:  # the database driver, e.g. psycopg
         missing = f" ({err.name})" if err.name else ""
         raise UserError(
@@ -156,6 +156,31 @@ def open_storage(ref: StorageRef) -> Any:
             f"Cannot open the study storage {ref.shown} ({first}); check the URL and that the "
             "database server is up."
         ) from None
+    if ref.target.startswith("sqlite:///"):
+        _serialise_sqlite(storage.engine)
+    return storage
+
+
+def _serialise_sqlite(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Python's sqlite3 driver runs a ``SELECT`` outside any transaction and opens one only at the
+    first write, so two processes can both read a trial as WAITING and both switch it to
+    RUNNING (Optuna's ``SELECT ... FOR UPDATE`` is a no-op on SQLite): a trial would run twice.
+    With the lock taken at ``BEGIN``, read-then-write is atomic across processes; others wait
+    for it (the ``timeout`` connect argument).
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy, not the driver, begins
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners are dropped
 
 
 def _encode(value: Any) -> Any:

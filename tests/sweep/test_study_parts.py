@@ -424,3 +424,40 @@ def test_eval_compare_reads_a_studys_trials(tmp_path, capsys):
     # AP = 100 * lr + clip: t3 (0.02, 1.0) 3.0, t1 (0.02, 0.5) 2.5, t2 (0.01, 1.0) 2.0, t0 1.5
     assert [r[2].strip() for r in rows] == ["t3", "t1", "t2"]
     assert "| 4 | t0 |" in out
+
+
+_CLAIM_LOOP = """
+import json, sys
+import optuna
+from detlab.sweep.study import open_storage, resolve_storage
+from detlab.sweep.study_trials import claim_waiting
+storage = open_storage(resolve_storage(sys.argv[1], sys.argv[2]))
+sid = storage.get_study_id_from_name("race")
+got = []
+while (t := claim_waiting(storage, sid)) is not None:
+    got.append(t.number)
+print(json.dumps(got))
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_processes_racing_for_waiting_trials_never_take_one_twice(tmp_path, kind):
+    """Python's sqlite3 reads outside a transaction; without BEGIN IMMEDIATE two processes
+    both switched the same WAITING trial to RUNNING (14 of 60 trials twice, before the fix)."""
+    root = str(tmp_path)
+    study = optuna.create_study(
+        storage=open_storage(resolve_storage(kind, root)), study_name="race"
+    )
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for _ in range(40):
+        study.add_trial(
+            create_trial(state=TrialState.WAITING, params={"x": 0.5}, distributions=dist)
+        )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CLAIM_LOOP, kind, root], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    claims = [n for p in procs for n in json.loads(p.communicate(timeout=300)[0])]
+    assert sorted(claims) == list(range(40))  # every trial once, none twice
