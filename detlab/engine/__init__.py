@@ -7,6 +7,7 @@ from detlab.engine.launch import launch
 from detlab.engine.nan_guard import NaNGuard, TrainingDivergedError
 from detlab.engine.preflight import PreflightError
 from detlab.engine.pruning import SweepPruningHook
+from detlab.engine.train_step import TrainStep
 from detlab.engine.trainer import Trainer
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "NaNGuard",
     "PreflightError",
     "SweepPruningHook",
+    "TrainStep",
     "Trainer",
     "TrainingDivergedError",
     "default_setup",
