@@ -260,3 +260,18 @@ def test_broken_cell_fails_at_build_in_one_sentence():
         TEMPORAL_REGISTRY._obj_map.pop("WidensChannels")
     cell = TEMPORAL_REGISTRY.build("ConvLSTM", get_cfg(), 4)  # the built-ins pass
     assert isinstance(cell, ConvLSTM) and cell.channels == 4
+
+
+def test_retinanet_gets_the_memory_too():
+    """The memory lives in OneStageDetector, so every dense head family streams."""
+    cfg = _event_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
+    cfg.MODEL.RETINANET.NUM_CLASSES = 2
+    cfg.MODEL.RETINANET.NUM_CONVS = 1
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert model.temporal is not None and model.temporal.levels == ["res2", "res3", "res4"]
+    model.train()
+    losses = model(_windows(3, [True, False, True]))
+    assert losses and all(torch.isfinite(v) for v in losses.values())
+    assert set(model.temporal._memory[True]) == {0}  # slot 0 carried to the next batch
