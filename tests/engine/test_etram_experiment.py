@@ -1,4 +1,5 @@
-"""The eTraM experiment as configured: four event-stream configs (3/4-scale x size-aware),
+"""The eTraM experiment as configured: six event-stream configs (3/4-scale x size-aware, and
+the memory ablation of the size-aware pair),
 an eTraM-layout folder of HDF5 recordings trained on end to end, and the ranked comparison
 against the baselines file."""
 
@@ -15,12 +16,19 @@ from detlab.data.events import BBOX_DTYPE, save_labels
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 ETRAM = os.path.join(ROOT, "configs", "etram")
-VARIANTS = {
-    "fcos_R50_3scale.yaml": ((2, 3, 4), False),
-    "fcos_R50_3scale_sizeaware.yaml": ((2, 3, 4), True),
-    "fcos_R50_4scale.yaml": ((1, 2, 3, 4), False),
-    "fcos_R50_4scale_sizeaware.yaml": ((1, 2, 3, 4), True),
+VARIANTS = {  # name: (FPN input stages, size-aware loss, recurrent memory)
+    "fcos_R50_3scale.yaml": ((2, 3, 4), False, True),
+    "fcos_R50_3scale_sizeaware.yaml": ((2, 3, 4), True, True),
+    "fcos_R50_4scale.yaml": ((1, 2, 3, 4), False, True),
+    "fcos_R50_4scale_sizeaware.yaml": ((1, 2, 3, 4), True, True),
+    "fcos_R50_3scale_sizeaware_nomemory.yaml": ((2, 3, 4), True, False),
+    "fcos_R50_4scale_sizeaware_nomemory.yaml": ((1, 2, 3, 4), True, False),
 }
+
+
+def test_every_etram_config_is_a_listed_variant():
+    on_disk = {f for f in os.listdir(ETRAM) if f.endswith(".yaml") and not f.startswith("Base")}
+    assert on_disk == set(VARIANTS)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -30,7 +38,7 @@ def test_etram_configs_are_event_stream_models(name):
     # the recipe's R50 swapped for a tiny backbone of the same stages: builds in a blink
     light = ["MODEL.BACKBONE.NAME", "tiny_resnet", "MODEL.RESNETS.WIDTH_MULT", "0.25"]
     cfg = load_config(os.path.join(ETRAM, name), ["MODEL.DEVICE", "cpu", *light])
-    stages, size_aware = VARIANTS[name]
+    stages, size_aware, memory = VARIANTS[name]
     assert tuple(cfg.MODEL.FPN.IN_STAGES) == stages
     assert cfg.MODEL.SIZE_AWARE_LOSS.ENABLED is size_aware
     assert cfg.DATALOADER.SAMPLER_TRAIN == "SequenceSampler"
@@ -40,7 +48,10 @@ def test_etram_configs_are_event_stream_models(name):
     assert cfg.DATASETS.REGISTER[0]["format"] == "events"
     assert os.path.isabs(cfg.DATASETS.REGISTER[0]["root"])
     model = build_model(cfg)
-    assert model.temporal.levels == [f"res{s + 1}" for s in stages]  # a cell per FPN input
+    if memory:
+        assert model.temporal.levels == [f"res{s + 1}" for s in stages]  # a cell per FPN input
+    else:
+        assert model.temporal is None
     assert model.backbone.in_channels == 2 * cfg.INPUT.EVENTS.NUM_BINS == 20
 
 
@@ -79,7 +90,11 @@ def test_etram_layout_trains_evaluates_and_ranks(tmp_path):
     _etram_folder(tmp_path / "etram" / "train", seed=1)
     _etram_folder(tmp_path / "etram" / "val", seed=2)
     runs = []
-    for name in ("fcos_R50_3scale.yaml", "fcos_R50_4scale_sizeaware.yaml"):
+    for name in (
+        "fcos_R50_3scale.yaml",
+        "fcos_R50_4scale_sizeaware.yaml",
+        "fcos_R50_3scale_sizeaware_nomemory.yaml",  # stream batches through a memory-less model
+    ):
         out = tmp_path / name.replace(".yaml", "")
         cfg = load_config(
             os.path.join(ETRAM, name),
@@ -160,6 +175,7 @@ def test_etram_layout_trains_evaluates_and_ranks(tmp_path):
     table = (tmp_path / "compare" / "leaderboard.md").read_text()
     assert "RVT 3-scale (earlier run)" in table and "34.02" in table
     assert "fcos_R50_3scale" in table and "delta-APs" in table
+    assert "fcos_R50_3scale_sizeaware_nomemory" in table
     metrics = json.loads((tmp_path / "fcos_R50_3scale" / "final_metrics.json").read_text())
     assert "AP-car" in metrics["bbox"] and "APs" in metrics["bbox"]
     for n in ("etram_train", "etram_val"):

@@ -221,6 +221,17 @@ def test_fcos_with_memory_trains_on_labelled_windows_only():
     sum(zero.values()).backward()  # still a graph
 
 
+@pytest.mark.parametrize("name", ["", "none", "None"])
+def test_no_memory_names_build_a_plain_detector_that_takes_stream_batches(name):
+    torch.manual_seed(0)
+    model = build_model(_event_cfg(name))
+    assert model.temporal is None
+    model.train()
+    losses = model(_windows(3, [False, True, False]))  # unlabelled windows still give no loss
+    assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"}
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 def test_fcos_memory_state_flows_into_predictions():
     cfg = _event_cfg()
     torch.manual_seed(0)

@@ -22,6 +22,12 @@ SWEEPS = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
             ["MODEL.FPN.IN_STAGES", "MODEL.SIZE_AWARE_LOSS.ENABLED"],
             "bbox/APs",
         ),
+        (
+            "etram_scales_memory.yaml",
+            4,
+            ["MODEL.FPN.IN_STAGES", "MODEL.TEMPORAL.NAME"],
+            "bbox/APs",
+        ),
     ],
 )
 def test_example_spec_plans(tmp_path, name, n_trials, keys, metric):
@@ -49,6 +55,26 @@ def test_fpn_example_names_and_dry_run(tmp_path, capsys):
         assert name in out
     assert "MODEL.FPN.IN_STAGES '[1, 2, 3, 4]'" in out  # shell-quoted list value
     assert not (tmp_path / "o").exists()
+
+
+def test_etram_memory_example_names_and_trial_models(tmp_path, capsys):
+    from detlab.config import load_config
+    from detlab.modeling import build_model
+
+    spec = load_spec(SWEEPS / "etram_scales_memory.yaml", output_root=str(tmp_path / "o"))
+    names = [Path(p.output_dir).name for p in plan_sweep(spec)]
+    assert names == [
+        "fpn2-3-4_memory-ConvLSTM",
+        "fpn2-3-4_memory-none",
+        "fpn1-2-3-4_memory-ConvLSTM",
+        "fpn1-2-3-4_memory-none",
+    ]
+    for p in plan_sweep(spec):  # each trial's command line gives the memory its name says
+        argv = p.cmd[p.cmd.index("--config-file") + 1 :]
+        light = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.NAME", "tiny_resnet"]
+        cfg = load_config(argv[0], [*argv[1:], *light, "MODEL.RESNETS.WIDTH_MULT", "0.25"])
+        assert cfg.MODEL.SIZE_AWARE_LOSS.ENABLED is True
+        assert (build_model(cfg).temporal is None) == p.output_dir.endswith("none")
 
 
 def test_asha_example_is_a_tpe_study_and_dry_runs_without_a_database(tmp_path, capfd):

@@ -55,7 +55,8 @@ def add_model_defaults(cfg: CN) -> None:
     # Recurrent memory between backbone and neck (event streams): one cell per level, its
     # state carried across the windows of a stream, reset where a recording starts.
     cfg.MODEL.TEMPORAL = CN()
-    cfg.MODEL.TEMPORAL.NAME = ""  # name in TEMPORAL_REGISTRY: "" (none) | "ConvLSTM" | "ConvGRU"
+    # Name in TEMPORAL_REGISTRY: "ConvLSTM" | "ConvGRU"; "" or "none" = no memory.
+    cfg.MODEL.TEMPORAL.NAME = ""
     # Backbone levels with a cell, e.g. ("res3", "res4", "res5"); () = those the neck reads.
     cfg.MODEL.TEMPORAL.IN_FEATURES = ()
     cfg.MODEL.TEMPORAL.KERNEL_SIZE = 3  # spatial kernel of the cells' convolutions

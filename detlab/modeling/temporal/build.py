@@ -26,11 +26,12 @@ backbone's channels and strides unchanged. Checked when built (a probe of two st
 
 def build_temporal(cfg: Any, input_shape: dict, neck_features: list[str]) -> Any:
     """The :class:`RecurrentMemory` of ``MODEL.TEMPORAL`` over ``input_shape`` (the backbone's
-    ``output_shape()``), or None when ``MODEL.TEMPORAL.NAME`` is empty."""
+    ``output_shape()``), or None when ``MODEL.TEMPORAL.NAME`` is empty or ``"none"`` (any
+    case; the spelling a sweep spec can list next to the cells)."""
     from detlab.modeling.temporal.memory import RecurrentMemory
 
     t = cfg.MODEL.TEMPORAL
-    if not t.NAME:
+    if not t.NAME or str(t.NAME).lower() == "none":
         return None
     names = list(t.IN_FEATURES) or list(neck_features)
     unknown = [n for n in names if n not in input_shape]
