@@ -99,13 +99,29 @@ def test_voxel_grid_matches_loop(nb, counting):
     np.testing.assert_allclose(got.numpy(), _voxel_reference(ev, 1000, 2000, nb), atol=1e-5)
 
 
-@pytest.mark.parametrize("history", [0, 300, -1])
-def test_time_surface_matches_loop(history):
-    ev = _wild_events(seed=2)
-    rep = TimeSurface(tau_us=200.0, history_us=history)
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+def test_voxel_grid_output_dtypes(dtype, counting):
+    import torch
+
+    ev = _wild_events(seed=4)
+    got = VoxelGrid(3, dtype=getattr(torch, dtype))(ev, 1000, 2000, H, W)
+    assert got.dtype == getattr(torch, dtype) and tuple(got.shape) == (3, H, W)
+    tol = 1e-9 if dtype == "float64" else 0.05
+    ref = _voxel_reference(ev, 1000, 2000, 3)
+    np.testing.assert_allclose(got.float().numpy(), ref, atol=tol * max(1, np.abs(ref).max()))
+
+
+@pytest.mark.parametrize(
+    "history,tau",
+    [(0, 200.0), (300, 200.0), (-1, 200.0), (600, 5.0)],  # last: older events underflow to 0
+)
+def test_time_surface_matches_loop(history, tau):
+    ev = _wild_events(seed=2, t0=0 if history == 600 else 1000)
+    rep = TimeSurface(tau_us=tau, history_us=history)
     since = 1000 if history == 0 else (2000 - history if history > 0 else -(10**9))
     got = rep(ev, 1000, 2000, H, W)
-    np.testing.assert_allclose(got.numpy(), _surface_reference(ev, 2000, since, 200.0), atol=1e-6)
+    ref = _surface_reference(ev, 2000, since, tau)
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

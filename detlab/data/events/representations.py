@@ -18,7 +18,9 @@ Events outside the sensor or the window are ignored (checked with four reduction
 is built only when some event is outside). Indices are computed in place in NumPy; counting
 runs in torch: sparse windows (under one event per 32 output cells, usual at 1 Mpx) sort the
 events' cell indices and write only the cells hit; dense ones accumulate with ``index_add_``
-(int16 with periodic clipping, so no count can overflow; sums in float64).
+(int16 with periodic clipping, so no count can overflow) or ``bincount`` (sums in float64).
+Sparse outputs start as ``np.zeros`` (calloc), so memory pages without an event are never
+written.
 :func:`downsample_events` maps events to a coarser grid before any representation: ``"sum"``
 (``x // f``: every event kept, counts of f×f pixels add up) or ``"nearest"`` (keep the events
 of pixel ``f·i + f // 2`` only — what RVT's ``nearest-exact`` downsampling of a full-resolution
@@ -84,6 +86,12 @@ parameter (it keys the on-disk cache). Checked when built (a probe window of 4×
 )
 
 _CLIP_EVERY = 32767 - 255  # int16 accumulation stays exact between clips at <= 255
+# Time surfaces: the "latest event" of a pixel that has none (any real timestamp is later, and
+# ``_NEVER - t_end`` cannot overflow), and the age in units of tau past which float32
+# exp(-age) is 0.
+_NEVER = -(2**62)
+_UNDERFLOW = 110.0
+_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 # Below one event per this many output cells, counting the distinct cells (a sort of the
 # events) beats accumulating into, clipping and converting the whole dense tensor.
 _SPARSE_RATIO = 32
@@ -173,7 +181,7 @@ def _count(flat: np.ndarray, size: int, cutoff: int) -> torch.Tensor:
     idx = torch.from_numpy(flat)
     if idx.numel() * _SPARSE_RATIO < size:  # few events: count the distinct cells
         cells, counts = torch.unique(idx, return_counts=True)
-        out = torch.zeros(size, dtype=torch.uint8)
+        out = torch.from_numpy(np.zeros(size, np.uint8))  # calloc: untouched pages stay free
         out[cells] = counts.clamp_(max=cutoff).to(torch.uint8)
         return out
     acc = torch.zeros(size, dtype=torch.int16)
@@ -203,11 +211,14 @@ def _bilinear(
         keep = (flat >= skip) & (flat < size)
         cells, inverse = torch.unique(flat[keep] - skip, return_inverse=True)
         sums = torch.zeros(cells.numel(), dtype=torch.float64).index_add_(0, inverse, w[keep])
-        out = torch.from_numpy(np.zeros(size - skip, dtype=np.float64)).to(dtype)
+        if dtype in _NUMPY_DTYPES:  # calloc: the pages without an event are never written
+            out = torch.from_numpy(np.zeros(size - skip, _NUMPY_DTYPES[dtype]))
+        else:
+            out = torch.zeros(size - skip, dtype=dtype)
         out[cells] = sums.to(dtype)
         return out
-    out = np.bincount(idx, weights=left_w, minlength=size + shift)
-    out[shift:] += np.bincount(idx, weights=right_w, minlength=size + shift)[:-shift]
+    both = np.concatenate([idx, idx + shift])  # one pass over the output, not two and a sum
+    out = np.bincount(both, weights=np.concatenate([left_w, right_w]), minlength=size + shift)
     return torch.from_numpy(out[skip:size]).to(dtype)
 
 
@@ -305,22 +316,24 @@ class TimeSurface(EventRepresentation):
         return f"ts_tau{self.tau_us:g}_h{self.history_us}"
 
     def _surface(self, last: np.ndarray, t_end: int, since: int, height: int, width: int):
-        out = np.zeros(last.shape, np.float32)
-        seen = last >= since
-        age = (last[seen] - int(t_end)) / self.tau_us
-        out[seen] = np.exp(age.astype(np.float32))  # float32 exp: the output's precision
+        age = last - int(t_end)  # exact in int64; _NEVER - t_end where no event was seen
+        if int(t_end) - since < _UNDERFLOW * self.tau_us:  # else older events decay to 0 anyway
+            np.putmask(age, last < since, _NEVER)
+        out = age.astype(np.float32)
+        out /= np.float32(self.tau_us)
+        np.exp(out, out=out)  # float32 exp (the output's precision); exp(_NEVER / tau) == 0
         return torch.from_numpy(out).view(2, height, width)
 
     def _update(self, last: np.ndarray, events: Events, t_end: int, height: int, width: int):
         dtype = _index_dtype(last.size)
-        x, y, p, t = self._valid(events, height, width, np.iinfo(np.int64).min, int(t_end), dtype)
+        x, y, p, t = self._valid(events, height, width, _NEVER, int(t_end), dtype)
         np.maximum.at(last, _pixel_index(p, y, x, 0, 1, height, width), t)
 
     def _since(self, t_start: int, t_end: int) -> int:
         return int(t_start) if self.history_us == 0 else int(t_end) - self.history_us
 
     def __call__(self, events, t_start, t_end, height, width):
-        last = np.full(2 * height * width, np.iinfo(np.int64).min, np.int64)
+        last = np.full(2 * height * width, _NEVER, np.int64)
         if len(events):
             self._update(last, events, t_end, height, width)
         return self._surface(last, t_end, self._since(t_start, t_end), height, width)
@@ -328,7 +341,7 @@ class TimeSurface(EventRepresentation):
     def windows(self, events, window_ends, window_us, height, width):
         """Consecutive windows with the latest timestamps carried over (one pass)."""
         ends = np.asarray(window_ends, dtype=np.int64)
-        last = np.full(2 * height * width, np.iinfo(np.int64).min, np.int64)
+        last = np.full(2 * height * width, _NEVER, np.int64)
         out, done = [], 0
         for end in ends.tolist():
             since = self._since(end - window_us, end)
