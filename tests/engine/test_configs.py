@@ -20,7 +20,7 @@ FILES = sorted(
 def test_configs_exist():
     names = {os.path.relpath(f, ROOT) for f in FILES}
     assert {"Base-FCOS.yaml", "Base-FasterRCNN.yaml", "quickstart/sar_ships_cpu.yaml"} <= names
-    assert len([n for n in names if n.startswith("etram/fcos")]) == 4
+    assert len([n for n in names if n.startswith("etram/fcos")]) == 6
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: os.path.relpath(p, ROOT))
@@ -54,10 +54,13 @@ def test_recipes_say_what_they_promise():
     for f in glob.glob(os.path.join(ROOT, "etram", "fcos_*.yaml")):
         cfg = load_config(f)
         assert cfg.MODEL.FCOS.NUM_CLASSES == 8
-        seen.add((tuple(cfg.MODEL.FPN.IN_STAGES), cfg.MODEL.SIZE_AWARE_LOSS.ENABLED))
+        memory = cfg.MODEL.TEMPORAL.NAME
+        seen.add((tuple(cfg.MODEL.FPN.IN_STAGES), cfg.MODEL.SIZE_AWARE_LOSS.ENABLED, memory))
     assert seen == {
-        ((2, 3, 4), False),
-        ((2, 3, 4), True),
-        ((1, 2, 3, 4), False),
-        ((1, 2, 3, 4), True),
+        ((2, 3, 4), False, "ConvLSTM"),
+        ((2, 3, 4), True, "ConvLSTM"),
+        ((1, 2, 3, 4), False, "ConvLSTM"),
+        ((1, 2, 3, 4), True, "ConvLSTM"),
+        ((2, 3, 4), True, "none"),
+        ((1, 2, 3, 4), True, "none"),
     }
