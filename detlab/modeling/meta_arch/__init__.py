@@ -3,5 +3,6 @@
 from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model
 from detlab.modeling.meta_arch.fcos import FCOS
 from detlab.modeling.meta_arch.rcnn import FasterRCNN
+from detlab.modeling.meta_arch.yolo import YOLO
 
-__all__ = ["FCOS", "META_ARCH_REGISTRY", "FasterRCNN", "build_model"]
+__all__ = ["FCOS", "META_ARCH_REGISTRY", "FasterRCNN", "YOLO", "build_model"]

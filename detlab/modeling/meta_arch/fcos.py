@@ -40,7 +40,12 @@ class FCOS(Detector):
         head: FCOS head taking ``(features, image_sizes, targets)``.
         in_features: neck levels fed to the head, finest first.
         pixel_mean, pixel_std, size_divisibility, channels_last: see :class:`Detector`.
+
+    ``head_config`` names the ``MODEL.<node>`` whose ``HEAD_NAME`` and ``IN_FEATURES`` choose
+    the head; subclasses (other one-stage detectors) change only that.
     """
+
+    head_config = "FCOS"
 
     def __init__(
         self,
@@ -63,8 +68,9 @@ class FCOS(Detector):
         backbone = build_backbone(cfg)
         neck = build_neck(cfg, backbone.output_shape())
         shapes = neck.output_shape()
-        names = select_features(shapes, cfg.MODEL.FCOS.IN_FEATURES, "MODEL.FCOS.IN_FEATURES")
-        head_cls = HEAD_REGISTRY.get(cfg.MODEL.FCOS.HEAD_NAME)
+        node, key = cfg.MODEL[cls.head_config], f"MODEL.{cls.head_config}"
+        names = select_features(shapes, node.IN_FEATURES, f"{key}.IN_FEATURES")
+        head_cls = HEAD_REGISTRY.get(node.HEAD_NAME)
         head = head_cls(**head_cls.from_config(cfg, {n: shapes[n] for n in names}))
         max_stride = max(s.stride for s in backbone.output_shape().values())
         return {
