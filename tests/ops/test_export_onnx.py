@@ -1,4 +1,4 @@
-"""ONNX export of both detectors: dynamic size, NMS in the graph, detections match eager."""
+"""ONNX export of the detectors: dynamic size, NMS in the graph, detections match eager."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _trained_like_weights(cfg_path: str, path: str) -> None:
     torch.save({"model": model.state_dict(), "iteration": 0}, path)
 
 
-@pytest.mark.parametrize("arch", ["FCOS", "FasterRCNN"])
+@pytest.mark.parametrize("arch", ["FCOS", "FasterRCNN", "YOLO"])
 def test_export_matches_eager_on_images_of_several_sizes(tmp_path, tiny_config, arch, capsys):
     cfg_path = tiny_config(arch)
     weights = str(tmp_path / "w.pth")

@@ -103,7 +103,9 @@ class YOLOHead(nn.Module):
         self.register_buffer("bins", torch.arange(self.reg_max, dtype=torch.float32), False)
         self.assigner = build_assigner(assigner, **(assigner_args or {}))
         if iou_loss not in IOU_LOSSES:
-            raise UserError(f"MODEL.YOLO.IOU_LOSS is '{iou_loss}'; use one of {sorted(IOU_LOSSES)}.")
+            raise UserError(
+                f"MODEL.YOLO.IOU_LOSS is '{iou_loss}'; use one of {sorted(IOU_LOSSES)}."
+            )
         self.iou_type = iou_loss
         self.loss_weights = tuple(float(w) for w in loss_weights)
         if len(self.loss_weights) != 3:
@@ -191,7 +193,7 @@ class YOLOHead(nn.Module):
         targets: list[Instances], device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Ground truth padded to the largest count: boxes B×G×4, classes B×G, areas B×G, valid."""
-        b, g = len(targets), max([len(t) for t in targets] + [0])
+        b, g = len(targets), max([len(t) for t in targets] + [1])
         boxes = torch.zeros(b, g, 4, device=device)
         classes = torch.zeros(b, g, dtype=torch.int64, device=device)
         areas = torch.zeros(b, g, device=device)

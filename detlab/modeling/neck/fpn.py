@@ -173,9 +173,7 @@ class PAFPN(FPN):
         super().__init__(in_channels, in_stages, out_channels, top_block, norm)
         w = self.level_channels
         self.down = nn.ModuleList(self.make_down(w[i - 1], norm) for i in range(1, len(w)))
-        self.fuse = nn.ModuleList(
-            self.make_fuse(w[i - 1], w[i], norm) for i in range(1, len(w))
-        )
+        self.fuse = nn.ModuleList(self.make_fuse(w[i - 1], w[i], norm) for i in range(1, len(w)))
 
     def make_down(self, channels: int, norm: str) -> nn.Module:
         return _conv(channels, channels, 3, 2, norm)
