@@ -1,10 +1,11 @@
 """Export-friendly views of detlab detectors: one image tensor in, detections out.
 
-``FCOSExport``, ``FasterRCNNExport`` and ``YOLOExport`` reuse the detector's own modules (backbone, neck,
-heads, weights) and re-state only the inference glue in a form that traces into a graph with
-dynamic image size: padding, per-level top-k with a size-dependent ``k``, score threshold,
-box decoding, clipping and class-wise NMS (``torchvision.ops.batched_nms``, exported as ONNX
-``NonMaxSuppression``). The result is what the eager detector returns for the same image.
+``FCOSExport``, ``FasterRCNNExport`` and ``YOLOExport`` reuse the detector's own modules
+(backbone, neck, heads, weights) and re-state only the inference glue in a form that traces
+into a graph with dynamic image size: padding, per-level top-k with a size-dependent ``k``,
+score threshold, box decoding, clipping and class-wise NMS (``torchvision.ops.batched_nms``,
+exported as ONNX ``NonMaxSuppression``). The result is what the eager detector returns for
+the same image.
 
 Input: ``image`` 1×C×H×W float32 on the mapper's 0..255 scale (after the inference mapper's
 resize; any H, W). Outputs: ``boxes`` N×4 XYXY in the input's pixels, ``scores`` N,
