@@ -23,7 +23,7 @@ budget, its default recipe otherwise (batch 16, SGD/AdamW "auto", mosaic closed 
 and a private ``YOLO_CONFIG_DIR`` keep it offline; every outgoing connection attempt is
 blocked and listed in the results (``network_attempts``).
 
-**detlab** trains ``configs/yolo/yolo_n_sar_ships_cpu.yaml``. The run first times 20
+**detlab** trains ``configs/yolo/yolo_n_sar_ships_cpu.yaml``. The run first times 8
 iterations of the real pipeline, then sets ``SOLVER.MAX_ITER`` (and the mosaic closing) so the
 schedule ends at the budget; a hook stops it at the budget in any case. Its EMA weights are
 scored, as Ultralytics' saved (EMA) weights are.
@@ -108,7 +108,7 @@ def prepare(out: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- detlab
-def train_detlab(budget: float, out: str, calib_iters: int = 20) -> dict:
+def train_detlab(budget: float, out: str, calib_iters: int = 8) -> dict:
     """Train the detlab quick config for ``budget`` seconds; write COCO results for VAL."""
     import torch
 
@@ -149,11 +149,11 @@ def train_detlab(budget: float, out: str, calib_iters: int = 20) -> dict:
     from detlab.utils.events import EventStorage
 
     with EventStorage(0):
-        for i in range(3):
+        for i in range(2):
             cal.iter = i
             cal.run_step()
         t0 = time.time()
-        for i in range(3, 3 + calib_iters):
+        for i in range(2, 2 + calib_iters):
             cal.iter = i
             cal.run_step()
     s_iter = (time.time() - t0) / calib_iters
@@ -410,6 +410,9 @@ def step_benchmark(args: argparse.Namespace) -> dict:
     from detlab.modeling import build_model
     from detlab.structures import Instances
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from train_step import step_detlab  # the same step as benchmarks/train_step.py
+
     torch.set_num_threads(args.threads)
     b, size, nb = args.batch, args.size, 8
     g = torch.Generator().manual_seed(0)
@@ -445,17 +448,6 @@ def step_benchmark(args: argparse.Namespace) -> dict:
     ul.args = ul_cfg()
     ul.train()
 
-    def detlab_step(model):
-        opt = torch.optim.SGD(model.parameters(), 0.001, 0.9)
-
-        def step():
-            losses = model(inputs)
-            opt.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            opt.step()
-
-        return step
-
     def ul_step():
         opt = torch.optim.SGD(ul.parameters(), 0.001, 0.9)
 
@@ -467,7 +459,7 @@ def step_benchmark(args: argparse.Namespace) -> dict:
 
         return step
 
-    steps = {k: detlab_step(m) for k, m in models.items()}
+    steps = {k: step_detlab(m, inputs) for k, m in models.items()}
     steps["ultralytics"] = ul_step()
     wall: dict[str, list[float]] = {k: [] for k in steps}
     cpu: dict[str, list[float]] = {k: [] for k in steps}

@@ -175,10 +175,16 @@ def resize_shortest_edge(
     scale = short / min(h, w)
     if max_size > 0 and max(h, w) * scale > max_size:
         scale = max_size / max(h, w)
+    return _rescale(img, boxes, scale)
+
+
+def _rescale(img: np.ndarray, boxes: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resize image and N×4 boxes by ``scale`` (area interpolation only for big shrinks)."""
+    h, w = img.shape[:2]
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
     if (nh, nw) == (h, w):
         return img, boxes
-    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR  # area only for big shrinks
+    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
     out = cv2.resize(img, (nw, nh), interpolation=interp)
     if out.ndim == 2:
         out = out[:, :, None]
@@ -278,12 +284,4 @@ def letterbox_resize(
     h, w = img.shape[:2]
     if size <= 0 or max(h, w) == size:
         return img, boxes
-    scale = size / max(h, w)
-    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
-    out = cv2.resize(img, (nw, nh), interpolation=interp)
-    if out.ndim == 2:
-        out = out[:, :, None]
-    if len(boxes):
-        boxes = boxes * np.array([nw / w, nh / h, nw / w, nh / h], np.float32)
-    return out, boxes
+    return _rescale(img, boxes, size / max(h, w))
