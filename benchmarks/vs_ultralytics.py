@@ -21,7 +21,9 @@ random init), ``pretrained=False``, ``amp=False``, ``plots=False``, ``val=False`
 budget, its default recipe otherwise (batch 16, SGD/AdamW "auto", mosaic closed for the last
 10 epochs, EMA), ``imgsz=256``, 1 data worker. ``YOLO_OFFLINE=1``, ``YOLO_AUTOINSTALL=false``
 and a private ``YOLO_CONFIG_DIR`` keep it offline; every outgoing connection attempt is
-blocked and listed in the results (``network_attempts``).
+blocked and listed in the results (``network_attempts``). The one lookup it made (its
+dataset check probing a font download URL, ``check_font``) is prevented by a stand-in font in
+its config folder.
 
 **detlab** trains ``configs/yolo/yolo_n_sar_ships_cpu.yaml``. The run first times 8
 iterations of the real pipeline, then sets ``SOLVER.MAX_ITER`` (and the mosaic closing) so the
@@ -212,7 +214,7 @@ def _caller() -> str:
     """The innermost ultralytics frame of the current stack (where a connection came from)."""
     import traceback
 
-    frames = [f for f in traceback.extract_stack() if "ultralytics" in f.filename]
+    frames = [f for f in traceback.extract_stack() if "site-packages/ultralytics" in f.filename]
     return f" from {frames[-1].filename.split('site-packages/')[-1]}:{frames[-1].lineno}" if (
         frames) else ""  # fmt: skip
 
@@ -242,10 +244,22 @@ def _block_network(log: list) -> None:
 
 
 def _ultralytics_env(out: str) -> None:
+    """Offline settings. Its dataset check looks for ``Arial.ttf`` in its config folder and
+    otherwise probes a download URL (``check_font``); plots are off, so matplotlib's own
+    DejaVu Sans stands in under that name and nothing is looked up."""
+    import shutil
+
+    import matplotlib
+
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "false"
     os.environ["YOLO_CONFIG_DIR"] = os.path.join(out, "ultralytics_config")
-    os.makedirs(os.environ["YOLO_CONFIG_DIR"], exist_ok=True)
+    fonts = os.path.join(os.environ["YOLO_CONFIG_DIR"], "Ultralytics")
+    os.makedirs(fonts, exist_ok=True)
+    dejavu = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        if not os.path.isfile(os.path.join(fonts, name)):
+            shutil.copyfile(dejavu, os.path.join(fonts, name))
 
 
 def train_ultralytics(budget: float, out: str, data_yaml: str, gt_json: str) -> dict:
