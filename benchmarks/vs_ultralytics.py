@@ -62,6 +62,17 @@ TRAIN, VAL = "sar_ships_synth_train", "sar_ships_synth_val"
 CONF, IOU, MAX_DET = 0.001, 0.7, 100
 
 
+def _machine() -> str:
+    """CPU model and core count (from /proc/cpuinfo where there is one)."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(x.split(":", 1)[1].strip() for x in f if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} CPUs, torch threads 1"
+
+
 def _load() -> tuple | None:
     return os.getloadavg() if hasattr(os, "getloadavg") else None
 
@@ -381,7 +392,7 @@ def run_all(args: argparse.Namespace) -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": _machine(),
         "budget_s": args.budget,
         "load_before": _load(),
     }
@@ -473,6 +484,27 @@ def step_benchmark(args: argparse.Namespace) -> dict:
 
         return step
 
+    # FLOPs of one image's forward through backbone, neck and head convolutions
+    x1 = torch.rand(1, 3, size, size)
+    det = models["detlab"]
+
+    class Features(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model.head.predict(self.model.features(x))
+
+    with torch.no_grad():
+        flops = {
+            "detlab": FlopCountAnalysis(Features(det.eval()), x1),
+            "ultralytics": FlopCountAnalysis(ul.eval(), x1),
+        }
+        flops = {k: 2 * v.unsupported_ops_warnings(False).total() for k, v in flops.items()}
+    det.train()
+    ul.train()
+
     steps = {k: step_detlab(m, inputs) for k, m in models.items()}
     steps["ultralytics"] = ul_step()
     wall: dict[str, list[float]] = {k: [] for k in steps}
@@ -484,18 +516,6 @@ def step_benchmark(args: argparse.Namespace) -> dict:
             if i >= args.warmup:
                 wall[name].append(time.perf_counter() - t)
                 cpu[name].append(time.process_time() - c)
-    # FLOPs of one image's forward through backbone, neck and head convolutions
-    x1 = torch.rand(1, 3, size, size)
-    det = models["detlab"].eval()
-
-    class Features(torch.nn.Module):
-        def forward(self, x):
-            return det.head.predict(det.features(x))
-
-    flops = {
-        "detlab": 2 * FlopCountAnalysis(Features(), x1).unsupported_ops_warnings(False).total(),
-        "ultralytics": 2 * FlopCountAnalysis(ul.eval(), x1).unsupported_ops_warnings(False).total(),
-    }
     for k in steps:
         results[k] = {
             "wall_median_s": statistics.median(wall[k]),
@@ -515,6 +535,7 @@ def step_benchmark(args: argparse.Namespace) -> dict:
             "detlab": sum(p.numel() for p in det.parameters()),
             "ultralytics": sum(p.numel() for p in ul.parameters()),
         },
+        "machine": _machine(),
         "load": _load(),
         "results": results,
     }
