@@ -336,7 +336,13 @@ def build_detection_train_loader(
     dataset: list[dict] | None = None,
     seed: int | None = None,
 ) -> TrainDataLoader:
-    """Infinite train loader of ``SOLVER.IMS_PER_BATCH // world_size`` images per batch."""
+    """Infinite train loader of ``SOLVER.IMS_PER_BATCH // world_size`` images per batch.
+
+    With ``INPUT.MOSAIC.ENABLED`` the configured mapper is wrapped in a
+    :class:`~detlab.data.mappers.mosaic.MosaicMapper` over the training set (a ``mapper``
+    passed in is used as it is); with ``INPUT.MOSAIC.CLOSE_ITERS`` the batches of the last
+    iterations use its closed copy (no mosaic, no mixup), chosen by batch index.
+    """
     register_from_config(cfg)
     rank, world = _dist()
     total = int(cfg.SOLVER.IMS_PER_BATCH)

@@ -28,7 +28,8 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.BACKBONE.NAME = "resnet50"  # name in BACKBONE_REGISTRY
     cfg.MODEL.BACKBONE.IN_CHANNELS = 3  # 1 for single-channel SAR
     cfg.MODEL.BACKBONE.FREEZE_AT = 0  # 0 = train all; k = freeze stem + first k-1 stages
-    cfg.MODEL.BACKBONE.NORM = "FrozenBN"  # "BN" | "FrozenBN" | "GN"; use "BN" from scratch
+    # ResNets: "BN" | "FrozenBN" | "GN"; use "BN" from scratch (CSPDarknet always uses BN)
+    cfg.MODEL.BACKBONE.NORM = "FrozenBN"
 
     # ResNet options. Names: resnet18/34/50/101 (torchvision constructors, weights=None) and
     # tiny_resnet (torchvision BasicBlocks, light CPU option).

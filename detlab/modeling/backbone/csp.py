@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from detlab.modeling.backbone.build import BACKBONE_REGISTRY
+from detlab.modeling.backbone.resnet import convert_frozen_batchnorm
 from detlab.modeling.csp_blocks import SPPF, C2f, ConvBNAct, make_divisible, scaled_depth
 from detlab.structures import ShapeSpec
 from detlab.utils.errors import UserError
@@ -52,6 +53,11 @@ class CSPDarknet(nn.Module):
         width_mult: multiplies the widths (64, 128, 256, 512, 1024).
         max_channels: cap on a base width before ``width_mult``.
         stage_depths: base block counts of stages 1..4 (before ``depth_mult``).
+        freeze_at: 0 trains everything; k >= 1 freezes the stem and stages 1..k-1 (no
+            gradient, BatchNorms frozen), as for the ResNets.
+
+    Norm layers are BatchNorm with the YOLO family's settings (eps 1e-3, momentum 0.03);
+    ``MODEL.BACKBONE.NORM`` is the ResNets' choice.
     """
 
     def __init__(
@@ -61,6 +67,7 @@ class CSPDarknet(nn.Module):
         width_mult: float = 0.25,
         max_channels: int = 1024,
         stage_depths: Sequence[int] = BASE_DEPTHS,
+        freeze_at: int = 0,
     ) -> None:
         super().__init__()
         if in_channels < 1:
@@ -86,6 +93,13 @@ class CSPDarknet(nn.Module):
                 blocks.append(SPPF(widths[4], widths[4], 5))
             setattr(self, f"stage{k + 1}", nn.Sequential(*blocks))
         self._out_channels = widths[1:]
+        if not 0 <= freeze_at <= 5:
+            raise UserError(f"MODEL.BACKBONE.FREEZE_AT is {freeze_at}; use 0..5.")
+        for name in ["stem", "stage1", "stage2", "stage3", "stage4"][:freeze_at]:
+            module = convert_frozen_batchnorm(getattr(self, name))
+            setattr(self, name, module)
+            for p in module.parameters():
+                p.requires_grad_(False)
 
     @classmethod
     def from_scale(cls, scale: str, in_channels: int = 3) -> CSPDarknet:
@@ -104,6 +118,7 @@ class CSPDarknet(nn.Module):
             "width_mult": float(c.WIDTH_MULT),
             "max_channels": int(c.MAX_CHANNELS),
             "stage_depths": tuple(c.STAGE_DEPTHS),
+            "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
         }
 
     def output_shape(self) -> dict[str, ShapeSpec]:
