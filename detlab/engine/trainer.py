@@ -265,6 +265,7 @@ class Trainer(TrainStepMixin):
         cfg = self.cfg
         logger.info(f"Starting training from iteration {self.start_iter} to {self.max_iter}")
         loader = self.build_train_loader(cfg, start_iter=self.start_iter * self.accum)
+        self._train_loader = loader  # its stats() become the data/* scalars
         self._data_iter = iter(loader)
         ddp = comm.get_world_size() > 1 and unwrap_model(self.model) is self.model
         if (cfg.TRAINER.PREFLIGHT or ddp) and self.start_iter < self.max_iter:
