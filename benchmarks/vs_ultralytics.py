@@ -35,6 +35,15 @@ scored, as Ultralytics' saved (EMA) weights are.
 interleaved in one process, and counts both models' FLOPs with fvcore (a multiply-add = 2
 FLOPs, the convention of Ultralytics' "GFLOPs").
 
+The Ultralytics environment used for the figures in ``docs/benchmarks.md`` (it reuses the
+main environment's torch and OpenCV, so ``opencv-python`` is never installed anywhere)::
+
+    python -m venv /work/venvs/ultralytics
+    python -c "import site; print(site.getsitepackages()[0])" \
+        > /work/venvs/ultralytics/lib/python3.11/site-packages/_base_env.pth
+    /work/venvs/ultralytics/bin/pip install --no-deps ultralytics==8.4.190 polars psutil \
+        ultralytics-thop nvidia-ml-py ultralytics-platform
+
 Usage (from the repository root)::
 
     python benchmarks/vs_ultralytics.py all --budget 600 --ultralytics-python \
