@@ -6,44 +6,9 @@ clip events and the last evaluation, read from RUN_DIR/metrics.jsonl.
     python tools/watch.py output/quickstart_sar_ships_cpu --follow   # refresh until finished
 """
 
-from __future__ import annotations
-
-import argparse
-import os
 import sys
-import time
 
-from detlab.utils.cli import DetlabArgumentParser, run_tool
-from detlab.utils.errors import UserError
-from detlab.utils.run_status import format_status, summarize_run
-
-
-def main(args: argparse.Namespace) -> int:
-    if not os.path.isfile(os.path.join(args.run_dir, "metrics.jsonl")):
-        raise UserError(
-            f"{args.run_dir} has no metrics.jsonl; pass the OUTPUT_DIR of a training run."
-        )
-    while True:
-        status = summarize_run(args.run_dir)
-        text = format_status(status)
-        if args.follow and sys.stdout.isatty():
-            print("\033[2J\033[H", end="")
-        print(text, flush=True)
-        if not args.follow or status["finished"]:
-            return 0
-        time.sleep(args.interval)
-        if not sys.stdout.isatty():
-            print()
-
+from detlab.monitor.cli import main
 
 if __name__ == "__main__":
-    parser = DetlabArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", help="OUTPUT_DIR of a training run")
-    parser.add_argument("--follow", action="store_true", help="refresh until the run finishes")
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
-    a = parser.parse_args()
-    try:
-        sys.exit(run_tool(lambda: main(a), debug=a.debug))
-    except BrokenPipeError:  # output piped into head/less that closed early
-        sys.exit(0)
+    sys.exit(main())

@@ -16,7 +16,6 @@ same batch.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import traceback
 from collections import Counter
@@ -32,7 +31,8 @@ from detlab.data import counters
 from detlab.data.catalog import DatasetCatalog, MetadataCatalog
 from detlab.data.datasets.quirks import check_unique_images, load_counters
 from detlab.data.datasets.register import register_from_config
-from detlab.data.mappers.build import MAPPER_REGISTRY
+from detlab.data.mappers.build import MAPPER_REGISTRY, check_mapper
+from detlab.data.mappers.mosaic import MosaicMapper
 from detlab.data.samplers import (
     GroupedBatchStream,
     InferenceSampler,
@@ -41,6 +41,7 @@ from detlab.data.samplers import (
     repeat_factors_from_category_frequency,
 )
 from detlab.utils.errors import UserError
+from detlab.utils.registry import instantiate
 
 __all__ = [
     "TestDataLoader",
@@ -97,36 +98,13 @@ def get_detection_dataset_dicts(
 
 
 def build_mapper(cfg: Any, is_train: bool) -> Callable:
-    """The ``DATALOADER.MAPPER`` class built from the config."""
-    cls = MAPPER_REGISTRY.get(cfg.DATALOADER.MAPPER)
-    return cls(**cls.from_config(cfg, is_train))
-
-
-def _call_mapper(mapper: Callable, d: dict, rng: np.random.Generator) -> dict | None:
-    if getattr(mapper, "_takes_rng", None) is None:
-        import inspect
-
-        try:
-            params = inspect.signature(mapper).parameters
-            takes = "rng" in params or len(params) >= 2
-        except (TypeError, ValueError):
-            takes = False
-        with contextlib.suppress(AttributeError):
-            mapper._takes_rng = takes
-    if getattr(mapper, "_takes_rng", False):
-        return mapper(d, rng)
-    # A mapper without an rng argument: seed the global generators it may use.
-    import random
-
-    seed = int(rng.integers(2**31 - 1))
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return mapper(d)
+    """The ``DATALOADER.MAPPER`` mapper built from the config (checked: ``mapper(d, rng)``)."""
+    return MAPPER_REGISTRY.build(cfg.DATALOADER.MAPPER, cfg, is_train)
 
 
 class _PositionDataset(Dataset):
-    """Map-style view: key ``(position, index)`` → ``(mapped dict, counts)``."""
+    """Map-style view: key ``(position, index[, late])`` → ``(mapped dict, counts)``; ``late``
+    picks ``late_mapper`` (the closed mosaic pipeline) instead of ``mapper``."""
 
     def __init__(
         self,
@@ -136,6 +114,9 @@ class _PositionDataset(Dataset):
         random_fallback: bool,
         late_mapper: Callable | None = None,
     ):
+        check_mapper(mapper)
+        if late_mapper is not None:
+            check_mapper(late_mapper)
         self.dicts, self.mapper, self.seed = dicts, mapper, seed
         self.random_fallback = random_fallback
         self.late_mapper = mapper if late_mapper is None else late_mapper
@@ -156,7 +137,7 @@ class _PositionDataset(Dataset):
             d = self.dicts[index]
             with counters.collect() as counts:
                 try:
-                    out = _call_mapper(mapper, d, rng)
+                    out = mapper(d, rng)
                 except UserError:
                     raise
                 except Exception as err:  # bad data must not end a run
@@ -386,9 +367,7 @@ def build_detection_train_loader(
         )
     late_mapper, late_from = None, None
     if cfg.INPUT.MOSAIC.ENABLED and mapper_given is None:
-        from detlab.data.mappers.mosaic import MosaicMapper
-
-        mapper = MosaicMapper(**MosaicMapper.from_config(cfg, mapper, dataset))
+        mapper = instantiate(MosaicMapper, cfg, mapper, dataset)
         close = int(cfg.INPUT.MOSAIC.CLOSE_ITERS)
         if close > 0:
             late_mapper = mapper.closed()

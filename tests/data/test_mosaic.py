@@ -133,7 +133,7 @@ def test_letterbox_mode_keeps_aspect(tmp_path):
     d = {"file_name": path, "height": 50, "width": 100, "image_id": 0,
          "annotations": [{"bbox": [10, 10, 20, 10], "category_id": 0}]}  # fmt: skip
     mapper = DatasetMapper(False, out_channels=1, max_size=64, resize_mode="letterbox")
-    out = mapper(d)
+    out = mapper(d, np.random.default_rng(0))
     assert out["image"].shape == (1, 32, 64)
     assert out["height"] == 50 and out["width"] == 100
     with pytest.raises(UserError, match="RESIZE_MODE"):

@@ -17,7 +17,7 @@ def _tool(*args, timeout=60):
 
 
 def test_watch_summarises_a_run(run_toy, tmp_path):
-    from detlab.utils.run_status import format_status, summarize_run
+    from detlab.monitor import format_status, summarize_run
 
     out = tmp_path / "w"
     run_toy(

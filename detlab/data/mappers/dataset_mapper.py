@@ -8,8 +8,8 @@ original image. Returns None when the image cannot be read (warned once per path
 outside the image are clipped (``clipped_boxes``).
 
 Randomness: ``mapper(d, rng)`` draws everything from the numpy Generator ``rng`` (the loader
-passes one seeded by the sample's position, which makes resumed runs exact); without ``rng``
-the mapper uses its own generator.
+passes one seeded by the sample's position, which makes resumed runs exact); the global
+generators are never used.
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ class DatasetMapper:
         image_format: str = "BGR",
         keep_crowd: bool = False,
         resize_mode: str = "shortest_edge",
-        seed: int | None = None,
     ) -> None:
         """
         Args:
@@ -106,7 +105,6 @@ class DatasetMapper:
                 f"INPUT.RESIZE_MODE must be shortest_edge or letterbox, got '{resize_mode}'."
             )
         self.resize_mode = resize_mode
-        self._rng = np.random.default_rng(seed)
 
     @classmethod
     def from_config(cls, cfg: Any, is_train: bool = True) -> dict[str, Any]:
@@ -197,10 +195,7 @@ class DatasetMapper:
         return resize_shortest_edge(img, boxes, short, self.max_size)
 
     # -------------------------------------------------------------- main
-    def __call__(
-        self, dataset_dict: dict, rng: np.random.Generator | None = None
-    ) -> dict[str, Any] | None:
-        rng = self._rng if rng is None else rng
+    def __call__(self, dataset_dict: dict, rng: np.random.Generator) -> dict[str, Any] | None:
         d = copy.copy(dataset_dict)
         item = self.load(d, rng)
         if item is None:

@@ -260,8 +260,9 @@ class MosaicMapper:
         boxes, keep = affine_boxes(boxes, matrix, self.size, scale)
         return img, boxes[keep], labels[keep]
 
-    def __call__(self, dataset_dict: dict, rng: np.random.Generator | None = None) -> dict | None:
-        rng = np.random.default_rng() if rng is None else rng
+    def __call__(self, dataset_dict: dict, rng: np.random.Generator) -> dict | None:
+        """The MAPPER contract: ``dataset_dict`` → model input dict (or None when unreadable);
+        every random draw comes from ``rng``."""
         item = self._load(dataset_dict, rng)
         if item is None:
             return None

@@ -4,8 +4,9 @@ Stem: a 3×3 stride-2 ConvBNAct. Stage k (1..4): a 3×3 stride-2 ConvBNAct then 
 with residual bottlenecks; stage 4 ends in an :class:`SPPF`. Base widths
 ``(64, 128, 256, 512, 1024)`` (stem, stages 1..4) are multiplied by ``width_mult``, capped at
 ``max_channels`` (before the multiplier) and rounded up to a multiple of 8; base block counts
-``(3, 6, 6, 3)`` are multiplied by ``depth_mult`` (at least 1). Stage k is returned as
-``res{k+1}`` with stride ``2**(k+1)``: res2..res5 = strides 4..32.
+``(3, 6, 6, 3)`` are multiplied by ``depth_mult`` (at least 1). Maps are named by stride, as
+the backbone contract asks: stage k (stride ``2**(k+1)``) is ``res{k+1}``, so res2..res5 =
+strides 4..32.
 
 Named scales (:data:`CSP_SCALES`, the YOLOv8 n/s/m/l multipliers): ``n`` (0.33, 0.25, 1024),
 ``s`` (0.33, 0.50, 1024), ``m`` (0.67, 0.75, 768), ``l`` (1.0, 1.0, 512).
@@ -21,6 +22,7 @@ from torch import nn
 
 from detlab.modeling.backbone.build import BACKBONE_REGISTRY
 from detlab.modeling.backbone.resnet import convert_frozen_batchnorm
+from detlab.modeling.contracts import level_name
 from detlab.modeling.csp_blocks import SPPF, C2f, ConvBNAct, make_divisible, scaled_depth
 from detlab.structures import ShapeSpec
 from detlab.utils.errors import UserError
@@ -93,6 +95,7 @@ class CSPDarknet(nn.Module):
                 blocks.append(SPPF(widths[4], widths[4], 5))
             setattr(self, f"stage{k + 1}", nn.Sequential(*blocks))
         self._out_channels = widths[1:]
+        self._strides = [2 ** (k + 2) for k in range(4)]  # stem and every stage halve the size
         if not 0 <= freeze_at <= 5:
             raise UserError(f"MODEL.BACKBONE.FREEZE_AT is {freeze_at}; use 0..5.")
         for name in ["stem", "stage1", "stage2", "stage3", "stage4"][:freeze_at]:
@@ -123,13 +126,16 @@ class CSPDarknet(nn.Module):
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         """``{"res2": ShapeSpec(C2, 4), ..., "res5": ShapeSpec(C5, 32)}``."""
-        return {f"res{k + 2}": ShapeSpec(c, 2 ** (k + 2)) for k, c in enumerate(self._out_channels)}
+        return {
+            level_name("res", s): ShapeSpec(c, s)
+            for s, c in zip(self._strides, self._out_channels, strict=True)
+        }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x``: B×C×H×W normalised image → stage outputs keyed ``res2``..``res5``."""
         x = self.stem(x)
         out = {}
-        for k in range(4):
+        for k, s in enumerate(self._strides):
             x = getattr(self, f"stage{k + 1}")(x)
-            out[f"res{k + 2}"] = x
+            out[level_name("res", s)] = x
         return out

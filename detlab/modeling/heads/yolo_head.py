@@ -29,10 +29,10 @@ from torchvision.ops import batched_nms
 
 from detlab.modeling.csp_blocks import ConvBNAct
 from detlab.modeling.heads.assigners import build_assigner
-from detlab.modeling.heads.build import HEAD_REGISTRY
+from detlab.modeling.heads.build import DENSE_HEAD_REGISTRY
 from detlab.modeling.heads.fcos_head import _global_mean
 from detlab.modeling.losses.box_losses import IOU_LOSSES, distribution_focal_loss, iou_loss
-from detlab.modeling.losses.size_weights import SizeWeighting
+from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
 from detlab.utils.errors import UserError
 
@@ -57,7 +57,7 @@ def _branch(cin: int, mid: int, cout: int) -> nn.Sequential:
     return nn.Sequential(ConvBNAct(cin, mid, 3), ConvBNAct(mid, mid, 3), nn.Conv2d(mid, cout, 1))
 
 
-@HEAD_REGISTRY.register()
+@DENSE_HEAD_REGISTRY.register()
 class YOLOHead(nn.Module):
     """The YOLO-family dense head over pyramid levels (channels may differ per level).
 
@@ -145,7 +145,7 @@ class YOLOHead(nn.Module):
             "topk_candidates": y.TOPK_CANDIDATES_TEST,
             "nms_thresh": y.NMS_THRESH_TEST,
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "size_weighting": SizeWeighting.from_config(cfg),
+            "size_weighting": build_size_weighting(cfg),
         }
 
     # ----------------------------------------------------------------- network

@@ -1,20 +1,29 @@
 """The YOLO-family one-stage detector: CSP backbone → PAN neck → YOLO head.
 
-Same input/output handling as :class:`~detlab.modeling.meta_arch.fcos.FCOS` (the one-stage
-detector base); only the configuration node differs: the head is ``MODEL.YOLO.HEAD_NAME``
-over the neck levels ``MODEL.YOLO.IN_FEATURES``.
+Input/output handling is :class:`~detlab.modeling.meta_arch.one_stage.OneStageDetector`'s;
+only the configuration node differs: the dense head is ``MODEL.YOLO.HEAD_NAME`` over the neck
+levels ``MODEL.YOLO.IN_FEATURES``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY
-from detlab.modeling.meta_arch.fcos import FCOS
+from detlab.modeling.meta_arch.one_stage import OneStageDetector
 
 __all__ = ["YOLO"]
 
 
 @META_ARCH_REGISTRY.register()
-class YOLO(FCOS):
-    """YOLO detector (``MODEL.META_ARCHITECTURE: YOLO``); see :class:`FCOS` for the arguments."""
+class YOLO(OneStageDetector):
+    """YOLO detector (``MODEL.META_ARCHITECTURE: YOLO``): the dense head
+    ``MODEL.YOLO.HEAD_NAME`` on ``MODEL.YOLO.IN_FEATURES``.
 
-    head_config = "YOLO"
+    Arguments as :class:`OneStageDetector`.
+    """
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> dict[str, Any]:
+        c = cfg.MODEL.YOLO
+        return cls.parts_from_config(cfg, c.HEAD_NAME, c.IN_FEATURES, "MODEL.YOLO.IN_FEATURES")

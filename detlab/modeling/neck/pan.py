@@ -4,7 +4,8 @@ Same pass structure as :class:`~detlab.modeling.neck.fpn.PAFPN` (top-down, then 
 with the YOLOv8 choices for each step: levels are *concatenated* (not summed) and fused by a
 :class:`~detlab.modeling.csp_blocks.C2f` block (plain bottlenecks), the top-down pass hands the
 fused map on, the bottom-up path downsamples with a 3×3 stride-2 ConvBNAct, and there are no
-extra output convolutions. Works over 3 or 4 backbone stages (``in_stages`` as for the FPN).
+extra output convolutions. Works over 3 or 4 backbone stages (``in_stages`` as for the FPN),
+reading exactly the maps and strides the backbone's ``output_shape()`` declares.
 
 Channels: with ``out_channels`` 0 each level keeps its backbone stage's width (YOLOv8: e.g.
 64/128/256 for the n scale), so the outputs differ in width; with ``out_channels`` > 0 a 1×1
@@ -37,6 +38,9 @@ class PAN(PAFPN):
         out_channels: 0 = per-level backbone widths; > 0 = this width on every level.
         top_block: ``"none"`` (usual), or extra coarser levels as for the FPN.
         num_blocks: bottlenecks in each fusing C2f block.
+        in_strides: strides the backbone declares for those stages (its ``output_shape()``),
+            in ``in_stages`` order; None = the strides the stages stand for. A stride other
+            than ``2**(k+1)`` for stage k is refused in one sentence, as by the FPN.
     """
 
     def __init__(
@@ -46,9 +50,10 @@ class PAN(PAFPN):
         out_channels: int = 0,
         top_block: str = "none",
         num_blocks: int = 1,
+        in_strides: Sequence[int] | None = None,
     ) -> None:
         self.num_blocks = max(1, int(num_blocks))
-        super().__init__(in_channels, in_stages, out_channels, top_block, norm="BN")
+        super().__init__(in_channels, in_stages, out_channels, top_block, "BN", in_strides)
         w = self.level_channels
         self.td = nn.ModuleList(
             C2f(w[i + 1] + w[i], w[i], self.num_blocks) for i in range(len(w) - 1)

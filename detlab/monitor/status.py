@@ -1,7 +1,7 @@
 """The state of a training run at a glance, from ``OUTPUT_DIR/metrics.jsonl`` (torch-free).
 
-Used by ``tools/watch.py``: progress, speed and ETA, the loss trend, NaN skips, rollbacks,
-gradient-clip events and the last evaluation.
+Used by ``tools/watch.py`` (:mod:`detlab.monitor.cli`): progress, speed and ETA, the loss
+trend, NaN skips, rollbacks, gradient-clip events and the last evaluation.
 """
 
 from __future__ import annotations
