@@ -69,10 +69,9 @@ def test_same_rng_same_output_and_mosaic_mixes_images(tmp_path):
     assert set(np.unique(closed.numpy())) == {20.0}  # one letterboxed image, no padding
 
 
-def test_closing_by_batch_index_resumes_exactly(tmp_path):
+def _mosaic_loader_cfg(accum: int = 1):
     from detlab.config import get_cfg
 
-    dicts = _flat_set(str(tmp_path), n=8, box=True)
     cfg = get_cfg()
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.DATALOADER.MAPPER = "DatasetMapper"
@@ -86,21 +85,75 @@ def test_closing_by_batch_index_resumes_exactly(tmp_path):
     cfg.INPUT.RANDOM_AFFINE.TRANSLATE = 0.0
     cfg.INPUT.RANDOM_AFFINE.SCALE = (1.0, 1.0)
     cfg.SOLVER.IMS_PER_BATCH = 2
+    cfg.SOLVER.GRAD_ACCUM_STEPS = accum
     cfg.SOLVER.MAX_ITER = 6
     cfg.SEED = 11
+    return cfg
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_closing_by_batch_index_resumes_exactly(tmp_path, accum):
+    """MAX_ITER 6, CLOSE_ITERS 3: iterations 3..5 (loader batches 3·accum and later) are
+    closed; a loader restarted at iteration 4 gives the same images and boxes."""
+    dicts = _flat_set(str(tmp_path), n=8, box=True)
+    cfg = _mosaic_loader_cfg(accum)
 
     def batches(start, n):
         it = iter(build_detection_train_loader(cfg, start_iter=start, dataset=dicts))
         return [next(it) for _ in range(n)]
 
-    full = batches(0, 6)
+    full = batches(0, 6 * accum)
     grey = [[len({v for v in np.unique(x["image"].numpy()) if v != 255}) for x in b] for b in full]
-    assert all(n == 1 for b in grey[3:] for n in b)  # closed: one image each
-    assert any(n > 1 for b in grey[:3] for n in b)  # mosaics before
-    resumed = batches(4, 2)
-    for x, y in zip([x for b in full[4:] for x in b], [x for b in resumed for x in b], strict=True):
+    assert all(n == 1 for b in grey[3 * accum :] for n in b)  # closed: one image each
+    assert all(max(b) > 1 for b in grey[: 3 * accum])  # mosaics in every batch before
+    resumed = batches(4 * accum, 2 * accum)
+    tail = [x for b in full[4 * accum :] for x in b]
+    for x, y in zip(tail, [x for b in resumed for x in b], strict=True):
         assert (x["image"] == y["image"]).all()
         assert (x["instances"].boxes == y["instances"].boxes).all()
+
+
+def test_mosaic_loader_draws_nothing_from_the_global_generators(tmp_path):
+    """The mosaic pipeline honours the mapper contract: all randomness from the rng the loader
+    passes (so the global generators are neither reseeded nor advanced), and the same seed
+    gives the same batches whatever the global state."""
+    import random
+
+    import torch
+
+    dicts = _flat_set(str(tmp_path), n=8, box=True)
+    cfg = _mosaic_loader_cfg()
+    cfg.INPUT.MOSAIC.MIXUP_PROB = 0.5
+    cfg.INPUT.RANDOM_AFFINE.DEGREES = 10.0
+    cfg.INPUT.HSV = (0.5, 0.5, 0.5)
+
+    def run(global_seed):
+        random.seed(global_seed)
+        np.random.seed(global_seed)
+        torch.manual_seed(global_seed)
+        before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+        it = iter(build_detection_train_loader(cfg, dataset=dicts))
+        out = [next(it) for _ in range(6)]  # mosaic batches and closed ones
+        assert random.getstate() == before[0]
+        assert (np.random.get_state()[1] == before[1]).all()
+        assert torch.equal(torch.get_rng_state(), before[2])
+        return out
+
+    a, b = run(0), run(1)
+    for x, y in zip([x for bt in a for x in bt], [x for bt in b for x in bt], strict=True):
+        assert torch.equal(x["image"], y["image"])
+
+
+def test_mosaic_mapper_is_called_with_the_loader_rng(tmp_path):
+    """``MosaicMapper`` has the MAPPER contract's call shape and no generator of its own."""
+    from detlab.data.mappers.build import check_mapper
+
+    dicts = _flat_set(str(tmp_path), n=4)
+    mapper = _mosaic(dicts)
+    check_mapper(mapper)
+    check_mapper(mapper.closed())
+    with pytest.raises(TypeError):
+        mapper(dicts[0])
 
 
 def test_affine_boxes_and_filters():

@@ -1,6 +1,6 @@
 """Detection heads; importing this package registers them in their registries:
-``DENSE_HEAD_REGISTRY`` (FCOS), ``PROPOSAL_GENERATOR_REGISTRY`` (RPN), ``ROI_HEADS_REGISTRY``
-(StandardROIHeads)."""
+``DENSE_HEAD_REGISTRY`` (FCOSHead, YOLOHead), ``PROPOSAL_GENERATOR_REGISTRY`` (RPN),
+``ROI_HEADS_REGISTRY`` (StandardROIHeads)."""
 
 from detlab.modeling.heads.anchors import AnchorGenerator
 from detlab.modeling.heads.build import (

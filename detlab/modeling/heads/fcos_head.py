@@ -24,6 +24,7 @@ from detlab.modeling.heads.build import DENSE_HEAD_REGISTRY
 from detlab.modeling.layers import Scale, get_norm, prior_bias
 from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
+from detlab.utils.comm import all_reduce_mean
 from detlab.utils.errors import UserError
 
 __all__ = ["FCOSHead", "fcos_locations", "default_size_ranges"]
@@ -40,16 +41,6 @@ def default_size_ranges(strides: Sequence[int]) -> list[tuple[float, float]]:
     ranges[0] = (-1.0, ranges[0][1])
     ranges[-1] = (ranges[-1][0], INF)
     return ranges
-
-
-def _global_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean of a scalar over distributed processes (itself when not distributed), so every
-    process divides by the same normaliser, as with one large batch."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        x = x.clone()
-        torch.distributed.all_reduce(x)
-        x = x / torch.distributed.get_world_size()
-    return x
 
 
 def fcos_locations(
@@ -314,10 +305,11 @@ class FCOSHead(nn.Module):
             w = torch.ones_like(ctr_target)
         reg_w = w * ctr_target
         if sw is not None and sw.normalize == "weight_sum":
-            cls_norm, reg_norm = _global_mean(w.sum().detach()), _global_mean(reg_w.sum().detach())
+            cls_norm = all_reduce_mean(w.sum().detach())
+            reg_norm = all_reduce_mean(reg_w.sum().detach())
         else:
-            cls_norm = _global_mean(num_pos.to(focal.dtype))
-            reg_norm = _global_mean(ctr_target.sum().detach())
+            cls_norm = all_reduce_mean(num_pos.to(focal.dtype))
+            reg_norm = all_reduce_mean(ctr_target.sum().detach())
         cls_norm = ctr_norm = cls_norm.clamp(min=1.0)
         reg_norm = reg_norm.clamp(min=1e-6)
         return {

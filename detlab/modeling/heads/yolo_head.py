@@ -30,10 +30,10 @@ from torchvision.ops import batched_nms
 from detlab.modeling.csp_blocks import ConvBNAct
 from detlab.modeling.heads.assigners import build_assigner
 from detlab.modeling.heads.build import DENSE_HEAD_REGISTRY
-from detlab.modeling.heads.fcos_head import _global_mean
 from detlab.modeling.losses.box_losses import IOU_LOSSES, distribution_focal_loss, iou_loss
 from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
+from detlab.utils.comm import all_reduce_mean
 from detlab.utils.errors import UserError
 
 __all__ = ["YOLOHead", "anchor_points"]
@@ -59,16 +59,21 @@ def _branch(cin: int, mid: int, cout: int) -> nn.Sequential:
 
 @DENSE_HEAD_REGISTRY.register()
 class YOLOHead(nn.Module):
-    """The YOLO-family dense head over pyramid levels (channels may differ per level).
+    """The YOLO-family dense head over pyramid levels (channels may differ per level); a
+    DENSE_HEAD (see :data:`~detlab.modeling.heads.build.DENSE_HEAD_REGISTRY` for the call
+    shape), built from ``MODEL.YOLO``.
 
     Args:
         in_channels: channels of each input level, finest first.
-        strides: stride of each level.
+        strides: stride of each level (``from_config`` takes them from ``input_shape``).
         num_classes: K foreground classes.
         reg_max: DFL bins per box side (16); 1 = no DFL (softplus distances).
         assigner: ``"TAL"`` or ``"SimOTA"``; ``assigner_args`` its keyword arguments.
         iou_loss: ``"ciou" | "giou" | "diou"``.
         loss_weights: (box, cls, dfl) multipliers (YOLOv8: 7.5, 0.5, 1.5).
+        score_thresh, topk_candidates, nms_thresh, detections_per_image: inference (class
+            probability threshold, (anchor, class) pairs kept before NMS, class-wise NMS IoU,
+            detections kept per image).
         size_weighting: optional :class:`SizeWeighting` for the positives' terms.
     """
 
@@ -246,7 +251,7 @@ class YOLOHead(nn.Module):
             norm = (target_scores.sum(-1) * weight).sum()
         else:
             norm = target_scores.sum()
-        norm = _global_mean(norm.detach().float()).clamp(min=1.0)
+        norm = all_reduce_mean(norm.detach().float()).clamp(min=1.0)
         tgt = torch.gather(gt_boxes, 1, res.gt_index[..., None].expand(-1, -1, 4))[fg]
         box_loss = (iou_loss(boxes[fg], tgt, self.iou_type) * box_w).sum()
         if self.reg_max > 1:
