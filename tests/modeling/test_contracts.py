@@ -254,6 +254,23 @@ def test_dense_head_with_the_wrong_call_shape_fails(tiny_cfg, meta, head, expect
     one_sentence(err, f"DENSE_HEAD '{head.__name__}'", expected)
 
 
+class _TwoArgumentAssigner:
+    @classmethod
+    def from_config(cls, cfg):
+        return {}
+
+    def __call__(self, scores, boxes):  # no anchors, strides or ground truth
+        raise AssertionError("never called: refused when built")
+
+
+def test_assigner_with_the_wrong_call_shape_fails(tiny_cfg):
+    from detlab.modeling.heads.assigners import ASSIGNER_REGISTRY
+
+    key = "MODEL.YOLO.ASSIGNER"
+    err = build_error(tiny_cfg("YOLO"), ASSIGNER_REGISTRY, _TwoArgumentAssigner, key)
+    one_sentence(err, "ASSIGNER '_TwoArgumentAssigner'", "assigner(scores, boxes, points")
+
+
 @pytest.mark.parametrize("head", [FCOSHead, YOLOHead])
 def test_dense_head_registered_as_proposal_generator_fails(tiny_cfg, head):
     """Dense heads answer with detections, not (proposals, losses): the split registries'

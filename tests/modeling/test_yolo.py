@@ -20,13 +20,8 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "yolo")
 
 
 def _yolo_cfg(tiny_cfg, stages=(2, 3, 4), assigner="TAL", reg_max=8):
-    cfg = tiny_cfg("YOLO")
-    cfg.MODEL.BACKBONE.NAME = "CSPDarknet"
-    cfg.MODEL.NECK.NAME = "PAN"
-    cfg.MODEL.CSP.WIDTH_MULT = 0.125
+    cfg = tiny_cfg("YOLO")  # CSPDarknet at 1/8 width, PAN, two classes
     cfg.MODEL.FPN.IN_STAGES = stages
-    cfg.MODEL.FPN.TOP_BLOCK = "none"
-    cfg.MODEL.YOLO.NUM_CLASSES = 2
     cfg.MODEL.YOLO.ASSIGNER = assigner
     cfg.MODEL.YOLO.REG_MAX = reg_max
     cfg.MODEL.DEVICE = "cpu"
@@ -183,3 +178,33 @@ def test_box_losses_against_definitions():
     mid = distribution_focal_loss(logits, torch.full((1, 4), 1.25))
     ref = -(0.75 * torch.log(torch.tensor(0.2)) + 0.25 * torch.log(torch.tensor(0.7)))
     torch.testing.assert_close(mid, ref.reshape(1), rtol=1e-5, atol=1e-6)
+
+
+def test_yolo_weights_go_through_the_one_loader(tiny_cfg, tmp_path, caplog):
+    """Export and visualisation build YOLO with ``build_inference_model``: an RGB checkpoint
+    loads into a single-channel YOLO (stem summed over its input channels), and one trained
+    for other classes loads all but the class convolutions, which are reported as skipped."""
+    from detlab.modeling import build_inference_model
+
+    torch.manual_seed(0)
+    rgb = build_model(tiny_cfg("YOLO", channels=3))
+    path = tmp_path / "rgb.pth"
+    torch.save({"model": rgb.state_dict(), "iteration": 7}, path)
+    cfg = tiny_cfg("YOLO", channels=1)
+    cfg.MODEL.WEIGHTS = str(path)
+    model = build_inference_model(cfg)
+    assert not model.training
+    stem = rgb.backbone.stem[0].weight
+    torch.testing.assert_close(model.backbone.stem[0].weight, stem.sum(1, keepdim=True))
+    for k, v in rgb.state_dict().items():
+        if k != "backbone.stem.0.weight":
+            assert torch.equal(model.state_dict()[k], v), k
+
+    cfg.MODEL.YOLO.NUM_CLASSES = 5
+    with caplog.at_level("WARNING"):
+        other = build_inference_model(cfg)
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage().lower()]
+    assert skipped and "cls_branch" in skipped[0]
+    torch.testing.assert_close(
+        other.head.box_branch[0][0][0].weight, rgb.head.box_branch[0][0][0].weight
+    )

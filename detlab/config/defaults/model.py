@@ -79,7 +79,8 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.YOLO.IN_FEATURES = ()  # neck levels used, e.g. ("p3", "p4", "p5"); () = all
     # DFL bins per box side (distances up to REG_MAX-1 strides); 1 = no DFL (softplus).
     cfg.MODEL.YOLO.REG_MAX = 16
-    cfg.MODEL.YOLO.ASSIGNER = "TAL"  # "TAL" (task-aligned, YOLOv8) | "SimOTA" (YOLOX)
+    # name in ASSIGNER_REGISTRY: "TAL" (task-aligned, YOLOv8) | "SimOTA" (YOLOX)
+    cfg.MODEL.YOLO.ASSIGNER = "TAL"
     cfg.MODEL.YOLO.IOU_LOSS = "ciou"  # "ciou" | "giou" | "diou" (torchvision.ops)
     cfg.MODEL.YOLO.LOSS_WEIGHTS = (7.5, 0.5, 1.5)  # box, classification, DFL
     cfg.MODEL.YOLO.TAL = CN()

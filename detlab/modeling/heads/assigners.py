@@ -12,20 +12,26 @@ background, the quality of the match at the assigned class for foreground).
 
 Ties (equal metrics or costs) are broken towards the lower anchor index, so the result is a
 deterministic function of the inputs and can be compared with a per-image loop.
+
+Assigners are registered in :data:`ASSIGNER_REGISTRY` (``MODEL.YOLO.ASSIGNER`` names one) and
+built from the config like every other component.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from detlab.utils.errors import UserError
+from detlab.utils.errors import ContractError
+from detlab.utils.registry import Registry
 
 __all__ = [
-    "ASSIGNERS",
+    "ASSIGNER_REGISTRY",
     "Assignment",
     "SimOTAAssigner",
     "TaskAlignedAssigner",
@@ -43,6 +49,35 @@ class Assignment:
     fg: torch.Tensor
     gt_index: torch.Tensor
     target_scores: torch.Tensor
+
+
+def _check_assigner(component: Any, label: str, *_: Any) -> None:
+    """The ASSIGNER contract's call shape (seven tensors in, an :class:`Assignment` out)."""
+    try:
+        inspect.signature(component).bind(*range(7))
+    except TypeError:
+        raise ContractError(
+            f"{label} breaks its contract: it cannot be called as assigner(scores, boxes, "
+            "points, strides, gt_boxes, gt_classes, gt_valid)."
+        ) from None
+    except ValueError:  # no introspectable signature: trust it
+        pass
+
+
+ASSIGNER_REGISTRY = Registry(
+    "ASSIGNER",
+    doc="""Label assigners of anchor-free dense heads, selected by ``MODEL.YOLO.ASSIGNER``.
+
+Contract (the call shape is checked when built):
+
+* registered: a class whose ``from_config(cfg) -> dict`` returns its constructor's keyword
+  arguments;
+* ``assigner(scores, boxes, points, strides, gt_boxes, gt_classes, gt_valid) -> Assignment``
+  with the shapes of :mod:`detlab.modeling.heads.assigners` (inputs detached; no gradient);
+  ties broken towards the lower anchor index, so the result is a function of the inputs.
+""",
+    check=_check_assigner,
+)
 
 
 def pairwise_iou(gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
@@ -74,6 +109,7 @@ def _first_k(values: torch.Tensor, k: torch.Tensor | int, descending: bool) -> t
     return rank < (k[..., None] if k.dim() else k)
 
 
+@ASSIGNER_REGISTRY.register()
 class TaskAlignedAssigner:
     """Task-aligned assignment (Feng et al. 2021, TOOD; as in YOLOv8).
 
@@ -87,6 +123,11 @@ class TaskAlignedAssigner:
 
     def __init__(self, topk: int = 10, alpha: float = 0.5, beta: float = 6.0) -> None:
         self.topk, self.alpha, self.beta = int(topk), float(alpha), float(beta)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> dict[str, Any]:
+        c = cfg.MODEL.YOLO.TAL
+        return {"topk": c.TOPK, "alpha": c.ALPHA, "beta": c.BETA}
 
     @torch.no_grad()
     def __call__(
@@ -126,6 +167,7 @@ class TaskAlignedAssigner:
         return Assignment(fg, gt_index * fg, target)
 
 
+@ASSIGNER_REGISTRY.register()
 class SimOTAAssigner:
     """SimOTA (Ge et al. 2021, YOLOX) without an objectness branch.
 
@@ -143,6 +185,12 @@ class SimOTAAssigner:
     ) -> None:
         self.center_radius = float(center_radius)
         self.topk_iou, self.iou_weight = int(topk_iou), float(iou_weight)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> dict[str, Any]:
+        c = cfg.MODEL.YOLO.SIMOTA
+        return {"center_radius": c.CENTER_RADIUS, "topk_iou": c.TOPK_IOU,
+                "iou_weight": c.IOU_WEIGHT}  # fmt: skip
 
     @torch.no_grad()
     def __call__(
@@ -204,11 +252,12 @@ def _empty(b: int, a: int, k: int, like: torch.Tensor) -> Assignment:
                       like.new_zeros(b, a, k))  # fmt: skip
 
 
-ASSIGNERS = {"TAL": TaskAlignedAssigner, "SimOTA": SimOTAAssigner}
+# The config's short names: MODEL.YOLO.ASSIGNER "TAL" | "SimOTA" (class names work too).
+ASSIGNER_REGISTRY._do_register("TAL", TaskAlignedAssigner)
+ASSIGNER_REGISTRY._do_register("SimOTA", SimOTAAssigner)
 
 
-def build_assigner(name: str, **kwargs: Any) -> TaskAlignedAssigner | SimOTAAssigner:
-    """``"TAL"`` (task-aligned) or ``"SimOTA"`` with their keyword arguments."""
-    if name not in ASSIGNERS:
-        raise UserError(f"MODEL.YOLO.ASSIGNER is '{name}'; use one of {sorted(ASSIGNERS)}.")
-    return ASSIGNERS[name](**kwargs)
+def build_assigner(name: str, **kwargs: Any) -> Callable[..., Assignment]:
+    """The assigner registered as ``name`` (``"TAL"``, ``"SimOTA"``) from keyword arguments
+    (no config); an unknown name is one sentence listing the registered ones."""
+    return ASSIGNER_REGISTRY.get(name)(**kwargs)

@@ -19,7 +19,7 @@ three. Inference: sigmoid scores of every (anchor, class) pair above ``score_thr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from detlab.modeling.csp_blocks import ConvBNAct
-from detlab.modeling.heads.assigners import build_assigner
+from detlab.modeling.heads.assigners import ASSIGNER_REGISTRY, Assignment, build_assigner
 from detlab.modeling.heads.build import DENSE_HEAD_REGISTRY
 from detlab.modeling.losses.box_losses import IOU_LOSSES, distribution_focal_loss, iou_loss
 from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
@@ -68,7 +68,8 @@ class YOLOHead(nn.Module):
         strides: stride of each level (``from_config`` takes them from ``input_shape``).
         num_classes: K foreground classes.
         reg_max: DFL bins per box side (16); 1 = no DFL (softplus distances).
-        assigner: ``"TAL"`` or ``"SimOTA"``; ``assigner_args`` its keyword arguments.
+        assigner: an ASSIGNER (see :data:`~detlab.modeling.heads.assigners.ASSIGNER_REGISTRY`)
+            or its registered name (``"TAL"``, ``"SimOTA"``), built with ``assigner_args``.
         iou_loss: ``"ciou" | "giou" | "diou"``.
         loss_weights: (box, cls, dfl) multipliers (YOLOv8: 7.5, 0.5, 1.5).
         score_thresh, topk_candidates, nms_thresh, detections_per_image: inference (class
@@ -83,7 +84,7 @@ class YOLOHead(nn.Module):
         strides: Sequence[int],
         num_classes: int,
         reg_max: int = 16,
-        assigner: str = "TAL",
+        assigner: str | Callable[..., Assignment] = "TAL",
         assigner_args: dict[str, Any] | None = None,
         iou_loss: str = "ciou",
         loss_weights: Sequence[float] = (7.5, 0.5, 1.5),
@@ -106,7 +107,9 @@ class YOLOHead(nn.Module):
         self.box_branch = nn.ModuleList(_branch(c, box_mid, 4 * self.reg_max) for c in chans)
         self.cls_branch = nn.ModuleList(_branch(c, cls_mid, self.num_classes) for c in chans)
         self.register_buffer("bins", torch.arange(self.reg_max, dtype=torch.float32), False)
-        self.assigner = build_assigner(assigner, **(assigner_args or {}))
+        if isinstance(assigner, str):
+            assigner = build_assigner(assigner, **(assigner_args or {}))
+        self.assigner = assigner
         if iou_loss not in IOU_LOSSES:
             raise UserError(
                 f"MODEL.YOLO.IOU_LOSS is '{iou_loss}'; use one of {sorted(IOU_LOSSES)}."
@@ -131,19 +134,12 @@ class YOLOHead(nn.Module):
     def from_config(cls, cfg: Any, input_shape: dict[str, ShapeSpec]) -> dict[str, Any]:
         y = cfg.MODEL.YOLO
         shapes = list(input_shape.values())
-        if y.ASSIGNER == "TAL":
-            args = {"topk": y.TAL.TOPK, "alpha": y.TAL.ALPHA, "beta": y.TAL.BETA}
-        else:
-            s = y.SIMOTA
-            args = {"center_radius": s.CENTER_RADIUS, "topk_iou": s.TOPK_IOU,
-                    "iou_weight": s.IOU_WEIGHT}  # fmt: skip
         return {
             "in_channels": [s.channels for s in shapes],
             "strides": [s.stride for s in shapes],
             "num_classes": y.NUM_CLASSES,
             "reg_max": y.REG_MAX,
-            "assigner": y.ASSIGNER,
-            "assigner_args": args,
+            "assigner": ASSIGNER_REGISTRY.build(y.ASSIGNER, cfg),
             "iou_loss": y.IOU_LOSS,
             "loss_weights": tuple(y.LOSS_WEIGHTS),
             "score_thresh": y.SCORE_THRESH_TEST,
