@@ -151,20 +151,11 @@ class TaskAlignedAssigner:
         # top-k by metric among each box's candidates (non-candidates sort last)
         ranked = torch.where(inside, metric, torch.full_like(metric, -1.0))
         pos = _first_k(ranked, self.topk, descending=True) & inside  # B×G×A
-        many = pos.sum(1) > 1  # B×A
-        if many.any():
-            best = torch.where(pos, iou, torch.full_like(iou, -1.0)).argmax(1)  # B×A
-            one = F.one_hot(best, gt_boxes.shape[1]).transpose(1, 2).bool()
-            pos = torch.where(many[:, None, :], one & pos, pos)
-        fg = pos.any(1)
-        gt_index = pos.float().argmax(1)
+        pos = _one_box_per_anchor(pos, iou)  # the box it overlaps most
         metric = metric * pos
         norm = metric.amax(-1, keepdim=True)  # B×G×1
         best_iou = (iou * pos).amax(-1, keepdim=True)
-        quality = (metric * best_iou / (norm + EPS)).amax(1)  # B×A
-        labels = torch.gather(cls, 1, gt_index)
-        target = F.one_hot(labels, k).to(scores.dtype) * (quality * fg)[..., None]
-        return Assignment(fg, gt_index * fg, target)
+        return _assignment(pos, cls, metric * best_iou / (norm + EPS), k)
 
 
 @ASSIGNER_REGISTRY.register()
@@ -204,8 +195,7 @@ class SimOTAAssigner:
         gt_valid: torch.Tensor,
     ) -> Assignment:
         b, a, k = scores.shape
-        g = gt_boxes.shape[1]
-        if g == 0:
+        if gt_boxes.shape[1] == 0:
             return _empty(b, a, k, scores)
         in_box = points_in_boxes(points, gt_boxes)
         ctr = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2
@@ -233,17 +223,30 @@ class SimOTAAssigner:
         n = min(self.topk_iou, a)
         dyn_k = iou.topk(n, dim=-1).values.sum(-1).int().clamp(min=1)  # B×G
         take = _first_k(cost, dyn_k, descending=False) & valid
-        many = take.sum(1) > 1
-        if many.any():
-            cheapest = torch.where(take, cost, torch.full_like(cost, float("inf"))).argmin(1)
-            one = F.one_hot(cheapest, g).transpose(1, 2).bool()
-            take = torch.where(many[:, None, :], one & take, take)
-        fg = take.any(1)
-        gt_index = take.float().argmax(1)
-        labels = torch.gather(cls, 1, gt_index)
-        quality = torch.gather(iou, 1, gt_index[:, None, :])[:, 0]
-        target = F.one_hot(labels, k).to(scores.dtype) * (quality * fg)[..., None]
-        return Assignment(fg, gt_index * fg, target)
+        take = _one_box_per_anchor(take, -cost)  # the cheapest box
+        return _assignment(take, cls, iou, k)
+
+
+def _one_box_per_anchor(pos: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
+    """``pos`` (B×G×A) with each anchor kept only for its most preferred box (largest
+    ``preference``, ties to the lower box index) where several boxes took it."""
+    many = pos.sum(1) > 1  # B×A
+    if not many.any():
+        return pos
+    best = torch.where(pos, preference, torch.full_like(preference, -float("inf"))).argmax(1)
+    one = F.one_hot(best, pos.shape[1]).transpose(1, 2).bool()
+    return torch.where(many[:, None, :], one & pos, pos)
+
+
+def _assignment(pos: torch.Tensor, cls: torch.Tensor, quality: torch.Tensor, k: int) -> Assignment:
+    """The :class:`Assignment` of a one-box-per-anchor ``pos`` (B×G×A): each foreground
+    anchor's target is its pair's ``quality`` (B×G×A, >= 0) at the box's class ``cls`` (B×G)."""
+    fg = pos.any(1)
+    gt_index = pos.float().argmax(1)
+    labels = torch.gather(cls, 1, gt_index)
+    q = (quality * pos).amax(1)  # B×A: the assigned pair's value (one per anchor)
+    target = F.one_hot(labels, k).to(quality.dtype) * (q * fg)[..., None]
+    return Assignment(fg, gt_index * fg, target)
 
 
 def _empty(b: int, a: int, k: int, like: torch.Tensor) -> Assignment:
