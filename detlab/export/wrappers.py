@@ -1,6 +1,7 @@
 """Export-friendly views of detlab detectors: one image tensor in, detections out.
 
-``FCOSExport``, ``FasterRCNNExport`` and ``YOLOExport`` reuse the detector's own modules
+``FCOSExport``, ``RetinaNetExport``, ``YOLOExport`` and ``FasterRCNNExport`` reuse the
+detector's own modules
 (backbone, neck, heads, weights) and re-state only the inference glue in a form that traces
 into a graph with dynamic image size: padding, per-level top-k with a size-dependent ``k``,
 score threshold, box decoding, clipping and class-wise NMS (``torchvision.ops.batched_nms``,
@@ -21,9 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, remove_small_boxes
 
+from detlab.modeling.meta_arch.base import nonempty
 from detlab.utils.errors import UserError
 
-__all__ = ["FCOSExport", "FasterRCNNExport", "YOLOExport", "build_export_wrapper"]
+__all__ = [
+    "FCOSExport",
+    "FasterRCNNExport",
+    "RetinaNetExport",
+    "YOLOExport",
+    "build_export_wrapper",
+]
 
 
 def _count(x: torch.Tensor) -> Any:
@@ -85,15 +93,49 @@ class FCOSExport(_ExportBase):
             boxes_l.append(torch.cat([pts - ltrb[:, :2], pts + ltrb[:, 2:]], dim=1))
             scores_l.append(top)
             classes_l.append(cls_idx)
-        boxes = torch.cat(boxes_l)
-        boxes = torch.stack(
-            [_clamp(boxes[:, 0], w), _clamp(boxes[:, 1], h), _clamp(boxes[:, 2], w),
-             _clamp(boxes[:, 3], h)],
-            dim=1,
-        )  # fmt: skip
-        scores, classes = torch.cat(scores_l), torch.cat(classes_l)
-        keep = batched_nms(boxes, scores, classes, head.nms_thresh)[: head.detections_per_image]
-        return boxes[keep], scores[keep], classes[keep]
+        return _nms_clipped(
+            torch.cat(boxes_l), torch.cat(scores_l), torch.cat(classes_l), head, h, w
+        )
+
+
+class RetinaNetExport(_ExportBase):
+    """Traceable RetinaNet inference; see the module docstring for inputs and outputs."""
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model, head = self.model, self.model.head
+        x, h, w = self.preprocess(image)
+        features = model.features(x)
+        logits, deltas = head.predict(features)
+        anchors = head.anchor_generator([f.shape[-2:] for f in features])
+        k = head.num_classes
+        boxes_l, scores_l, classes_l = [], [], []
+        for cls_l, reg_l, anc_l in zip(logits, deltas, anchors, strict=True):
+            scores = torch.sigmoid(cls_l[0]).reshape(-1)
+            # top-k of all, then the threshold: the same set as eager's threshold-then-top-k
+            top, idx = _topk(scores, head.topk_candidates)
+            keep = top > head.score_thresh
+            top, idx = top[keep], idx[keep]
+            anchor_idx, cls_idx = idx // k, idx % k
+            boxes_l.append(head.box_coder.decode(reg_l[0][anchor_idx], anc_l[anchor_idx]))
+            scores_l.append(top)
+            classes_l.append(cls_idx)
+        return _nms_clipped(
+            torch.cat(boxes_l), torch.cat(scores_l), torch.cat(classes_l), head, h, w
+        )
+
+
+def _nms_clipped(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, head: Any, h: Any, w: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clip to the image, class-wise NMS, the head's best ``detections_per_image``."""
+    boxes = torch.stack(
+        [_clamp(boxes[:, 0], w), _clamp(boxes[:, 1], h), _clamp(boxes[:, 2], w),
+         _clamp(boxes[:, 3], h)],
+        dim=1,
+    )  # fmt: skip
+    keep = batched_nms(boxes, scores, classes, head.nms_thresh)[: head.detections_per_image]
+    keep = keep[nonempty(boxes[keep])]  # as the eager postprocess
+    return boxes[keep], scores[keep], classes[keep]
 
 
 def _clamp(v: torch.Tensor, hi: Any) -> torch.Tensor:
@@ -157,6 +199,7 @@ class FasterRCNNExport(_ExportBase):
         idx = torch.nonzero(mask)
         b, s, c = boxes[idx[:, 0], idx[:, 1]], probs[idx[:, 0], idx[:, 1]], idx[:, 1]
         keep = batched_nms(b, s, c, roi.nms_thresh)[: roi.detections_per_image]
+        keep = keep[nonempty(b[keep])]  # as the eager postprocess
         return b[keep], s[keep], c[keep]
 
 
@@ -180,21 +223,20 @@ class YOLOExport(_ExportBase):
         anchor, classes = idx // k, idx % k
         dist = head.distances(bins[0][anchor])
         boxes = head.decode(dist, points[anchor], strides[anchor])
-        boxes = torch.stack(
-            [_clamp(boxes[:, 0], w), _clamp(boxes[:, 1], h), _clamp(boxes[:, 2], w),
-             _clamp(boxes[:, 3], h)],
-            dim=1,
-        )  # fmt: skip
-        keep = batched_nms(boxes, top, classes, head.nms_thresh)[: head.detections_per_image]
-        return boxes[keep], top[keep], classes[keep]
+        return _nms_clipped(boxes, top, classes, head, h, w)
 
 
-_WRAPPERS = {"YOLO": YOLOExport, "FCOS": FCOSExport, "FasterRCNN": FasterRCNNExport}
+_WRAPPERS = {
+    "YOLO": YOLOExport,
+    "RetinaNet": RetinaNetExport,
+    "FCOS": FCOSExport,
+    "FasterRCNN": FasterRCNNExport,
+}
 
 
 def build_export_wrapper(model: nn.Module) -> nn.Module:
-    """The export view of a detlab detector (YOLO, FCOS or FasterRCNN), in eval mode: that of
-    the nearest class in the model's class hierarchy."""
+    """The export view of a detlab detector (FCOS, RetinaNet, YOLO or FasterRCNN), in eval
+    mode: that of the nearest class in the model's class hierarchy."""
     for t in type(model).__mro__:
         if t.__name__ in _WRAPPERS:
             return _WRAPPERS[t.__name__](model).eval()

@@ -49,8 +49,9 @@ def all_reduce_any(flag: bool, device: torch.device | str = "cpu") -> bool:
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor over processes (``x`` itself when single-process), e.g. a loss
-    normaliser every process must share, as with one large batch."""
+    """Mean of a tensor over the processes of the group (``x`` itself when there is none or it
+    has one process), so that every process divides a loss by the same normaliser, as with one
+    large batch."""
     if not _on() or get_world_size() == 1:
         return x
     x = x.clone()

@@ -25,11 +25,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
 
 from detlab.modeling.csp_blocks import ConvBNAct
 from detlab.modeling.heads.assigners import ASSIGNER_REGISTRY, Assignment, build_assigner
 from detlab.modeling.heads.build import DENSE_HEAD_REGISTRY
+from detlab.modeling.heads.dense_outputs import detections_after_nms, select_candidates
 from detlab.modeling.losses.box_losses import IOU_LOSSES, distribution_focal_loss, iou_loss
 from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
@@ -268,20 +268,13 @@ class YOLOHead(nn.Module):
         self, logits: torch.Tensor, boxes: torch.Tensor, image_sizes: list[tuple[int, int]]
     ) -> list[Instances]:
         """Per image: detections (boxes XYXY in the network input's pixels, scores, classes)."""
-        results = []
         k = self.num_classes
         scores_all = logits.sigmoid()
-        for i, (h, w) in enumerate(image_sizes):
+        results = []
+        for i, size in enumerate(image_sizes):
             scores = scores_all[i].reshape(-1)
-            keep = torch.nonzero(scores > self.score_thresh).squeeze(1)
-            if keep.numel() > self.topk_candidates:
-                keep = keep[scores[keep].topk(self.topk_candidates).indices]
-            idx, classes = keep // k, keep % k
-            b = boxes[i, idx]
-            b = torch.stack(
-                [b[:, 0].clamp(0, w), b[:, 1].clamp(0, h), b[:, 2].clamp(0, w),
-                 b[:, 3].clamp(0, h)], 1)  # fmt: skip
-            s = scores[keep]
-            top = batched_nms(b, s, classes, self.nms_thresh)[: self.detections_per_image]
-            results.append(Instances((h, w), boxes=b[top], scores=s[top], classes=classes[top]))
+            keep = select_candidates(scores, self.score_thresh, self.topk_candidates)
+            b, s, classes = boxes[i, keep // k], scores[keep], keep % k
+            nms, top = self.nms_thresh, self.detections_per_image
+            results.append(detections_after_nms(b, s, classes, size, nms, top))
         return results

@@ -1,6 +1,7 @@
-"""Losses: size-aware weights (``SIZE_WEIGHT_REGISTRY``), IoU-family box losses and DFL."""
+"""Losses: size-aware weights (``SIZE_WEIGHT_REGISTRY``) and box regression losses
+(smooth-L1, IoU family, DFL)."""
 
-from detlab.modeling.losses.box_losses import distribution_focal_loss, iou_loss
+from detlab.modeling.losses.box_losses import distribution_focal_loss, iou_loss, smooth_l1
 from detlab.modeling.losses.size_weights import (
     SIZE_WEIGHT_REGISTRY,
     SizeWeighting,
@@ -13,4 +14,5 @@ __all__ = [
     "build_size_weighting",
     "distribution_focal_loss",
     "iou_loss",
+    "smooth_l1",
 ]

@@ -1,5 +1,6 @@
-"""Box regression losses of anchor-free heads: IoU family (torchvision.ops) and DFL.
+"""Box regression losses shared by the heads.
 
+* :func:`smooth_l1`: element-wise smooth-L1 of box deltas (RPN, ROI box head, RetinaNet).
 * :func:`iou_loss`: ``1 − IoU``-family of matched box pairs, from ``torchvision.ops``
   (``"giou"``: generalized, ``"ciou"``: complete, ``"diou"``: distance IoU).
 * :func:`distribution_focal_loss`: DFL (Li et al. 2020, GFL): a box side's distance ``y``
@@ -16,13 +17,21 @@ from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, genera
 
 from detlab.utils.errors import UserError
 
-__all__ = ["IOU_LOSSES", "distribution_focal_loss", "iou_loss"]
+__all__ = ["IOU_LOSSES", "distribution_focal_loss", "iou_loss", "smooth_l1"]
 
 IOU_LOSSES = {
     "giou": generalized_box_iou_loss,
     "ciou": complete_box_iou_loss,
     "diou": distance_box_iou_loss,
 }
+
+
+def smooth_l1(x: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """Element-wise smooth-L1 loss with transition point ``beta`` (below 1e-5: plain L1),
+    Detectron2's convention for ``SMOOTH_L1_BETA`` = 0."""
+    if beta < 1e-5:
+        return (x - y).abs()
+    return F.smooth_l1_loss(x, y, beta=beta, reduction="none")
 
 
 def iou_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "ciou") -> torch.Tensor:

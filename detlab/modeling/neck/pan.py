@@ -76,8 +76,8 @@ class PAN(PAFPN):
     def make_output(self, channels: int, norm: str) -> nn.Module:
         return nn.Identity()
 
-    def make_top(self, channels: int) -> nn.Module:
-        return ConvBNAct(channels, channels, 3, 2)
+    def make_top(self, cin: int, cout: int) -> nn.Module:
+        return ConvBNAct(cin, cout, 3, 2)
 
     def make_down(self, channels: int, norm: str) -> nn.Module:
         return ConvBNAct(channels, channels, 3, 2)
