@@ -34,7 +34,7 @@ from detlab.utils.errors import UserError
 
 __all__ = ["SequenceBatchStream", "SequenceLayout", "sequence_starts", "split_pieces"]
 
-Key = tuple[tuple[int, ...], int, dict[str, Any]]
+Key = tuple[tuple[int, ...], int, bool, dict[str, Any]]
 
 
 class SequenceLayout:
@@ -84,7 +84,8 @@ def split_pieces(labelled: np.ndarray, length: int) -> list[tuple[int, int]]:
 
 
 class SequenceBatchStream:
-    """Batches of window keys ``(augmentation seed, dataset index, {slot, step, is_first})``.
+    """Batches of window keys ``(augmentation seed, dataset index, False, {slot, step,
+    is_first})`` (the loader's key layout; ``False``: no late mapper).
 
     Args:
         layout: the recordings' windows.
@@ -198,7 +199,7 @@ class SequenceBatchStream:
         windows = self.layout.windows[s][first : min(first + self.length, b)]
         aug = (1, g, epoch, order)
         return [
-            (aug, int(w), {"slot": slot, "step": i, "is_first": c == 0 and i == 0})
+            (aug, int(w), False, {"slot": slot, "step": i, "is_first": c == 0 and i == 0})
             for i, w in enumerate(windows.tolist())
         ]
 
@@ -212,7 +213,7 @@ class SequenceBatchStream:
         start = max(j - self.length + 1, 0)
         windows = self.layout.windows[s][start : j + 1]
         return [
-            ((2, q), int(w), {"slot": slot, "step": i, "is_first": i == 0})
+            ((2, q), int(w), False, {"slot": slot, "step": i, "is_first": i == 0})
             for i, w in enumerate(windows.tolist())
         ]
 

@@ -229,6 +229,13 @@ def test_stream_resume_and_workers_are_exact(recordings):
             assert torch.equal(x["instances"].boxes, z["instances"].boxes)
 
 
+def test_mosaic_with_sequence_sampling_is_one_sentence(recordings):
+    cfg = _cfg(recordings())
+    cfg.INPUT.MOSAIC.ENABLED = True
+    with pytest.raises(UserError, match="INPUT.MOSAIC.ENABLED .* SequenceSampler"):
+        build_detection_train_loader(cfg)
+
+
 def test_random_and_mixed_clips(recordings):
     name = recordings()
     dicts = DatasetCatalog.get(name)
@@ -237,7 +244,7 @@ def test_random_and_mixed_clips(recordings):
     for k in range(10):
         keys = rnd.batch_keys(k)
         for slot in range(4):
-            clip = [(i, info) for _, i, info in keys if info["slot"] == slot]
+            clip = [(i, info) for _, i, _, info in keys if info["slot"] == slot]
             assert clip[0][1]["is_first"] and not any(c[1]["is_first"] for c in clip[1:])
             last = dicts[clip[-1][0]]
             assert last["labelled"] and last["annotations"]  # the clip ends at a label

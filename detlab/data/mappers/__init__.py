@@ -1,9 +1,13 @@
-"""Mappers (``MAPPER_REGISTRY``): dataset dict → model input, chosen by ``DATALOADER.MAPPER``."""
+"""Mappers (``MAPPER_REGISTRY``): dataset dict → model input, chosen by ``DATALOADER.MAPPER``.
+
+:class:`MosaicMapper` is not a registered mapper but a wrapper around one (``INPUT.MOSAIC``).
+"""
 
 from detlab.data.mappers.build import MAPPER_REGISTRY
 from detlab.data.mappers.class_aware import ClassAwareMapper
 from detlab.data.mappers.dataset_mapper import DatasetMapper
 from detlab.data.mappers.event_mapper import EventWindowMapper
+from detlab.data.mappers.mosaic import MosaicMapper
 from detlab.data.mappers.ship_sar import ShipSARMapper, sar_augmentations
 
 __all__ = [
@@ -11,6 +15,7 @@ __all__ = [
     "ClassAwareMapper",
     "DatasetMapper",
     "EventWindowMapper",
+    "MosaicMapper",
     "ShipSARMapper",
     "sar_augmentations",
 ]
