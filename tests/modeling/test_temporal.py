@@ -286,3 +286,33 @@ def test_retinanet_gets_the_memory_too():
     losses = model(_windows(3, [True, False, True]))
     assert losses and all(torch.isfinite(v) for v in losses.values())
     assert set(model.temporal._memory[True]) == {0}  # slot 0 carried to the next batch
+
+
+def test_yolo_gets_the_memory_with_the_size_aware_loss():
+    """The user's RVT recipe: YOLO head, size-aware loss, recurrent memory on the PAN inputs."""
+    cfg = _event_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "YOLO"
+    cfg.MODEL.BACKBONE.NAME = "CSPDarknet"
+    cfg.MODEL.CSP.WIDTH_MULT = 0.125
+    cfg.MODEL.NECK.NAME = "PAN"
+    cfg.MODEL.FPN.IN_STAGES = (2, 3, 4)
+    cfg.MODEL.YOLO.NUM_CLASSES = 2
+    cfg.MODEL.YOLO.REG_MAX = 8
+    cfg.MODEL.SIZE_AWARE_LOSS.ENABLED = True
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert model.temporal is not None and model.temporal.levels == ["res3", "res4", "res5"]
+    assert model.head.size_weighting is not None
+    model.train()
+    losses = model(_windows(3, [True, False, True]))
+    assert losses and all(torch.isfinite(v) for v in losses.values())
+    assert set(model.temporal._memory[True]) == {0}  # slot 0 carried to the next batch
+    model.eval()  # the head's inputs for window 1 depend on window 0 through the memory
+    w = _windows(2, [True, True])
+    alone = [dict(w[1], is_first=True, step=0)]
+    with torch.no_grad():
+        model.temporal.reset()
+        carried = model.features(model.preprocess(w)[0], stream_info(w))
+        model.temporal.reset()
+        fresh = model.features(model.preprocess(alone)[0], stream_info(alone))
+    assert all(not torch.allclose(c[1], f[0]) for c, f in zip(carried, fresh, strict=True))
