@@ -23,6 +23,8 @@ VARIANTS = {  # name: (FPN input stages, size-aware loss, recurrent memory)
     "fcos_R50_4scale_sizeaware.yaml": ((1, 2, 3, 4), True, True),
     "fcos_R50_3scale_sizeaware_nomemory.yaml": ((2, 3, 4), True, False),
     "fcos_R50_4scale_sizeaware_nomemory.yaml": ((1, 2, 3, 4), True, False),
+    "yolo_s_3scale_sizeaware.yaml": ((2, 3, 4), True, True),
+    "yolo_s_4scale_sizeaware.yaml": ((1, 2, 3, 4), True, True),
 }
 
 
@@ -35,9 +37,15 @@ def test_every_etram_config_is_a_listed_variant():
 def test_etram_configs_are_event_stream_models(name):
     from detlab.modeling import build_model
 
-    # the recipe's R50 swapped for a tiny backbone of the same stages: builds in a blink
-    light = ["MODEL.BACKBONE.NAME", "tiny_resnet", "MODEL.RESNETS.WIDTH_MULT", "0.25"]
+    # the recipe's R50 (YOLO: CSP-Darknet) narrowed to the same stages: builds in a blink
+    yolo = name.startswith("yolo")
+    if yolo:
+        light = ["MODEL.CSP.WIDTH_MULT", "0.125"]
+    else:
+        light = ["MODEL.BACKBONE.NAME", "tiny_resnet", "MODEL.RESNETS.WIDTH_MULT", "0.25"]
     cfg = load_config(os.path.join(ETRAM, name), ["MODEL.DEVICE", "cpu", *light])
+    assert cfg.MODEL.META_ARCHITECTURE == ("YOLO" if yolo else "FCOS")
+    assert cfg.MODEL.TEMPORAL.KERNEL_SIZE == 1  # RVT's 1x1 LSTM gates
     stages, size_aware, memory = VARIANTS[name]
     assert tuple(cfg.MODEL.FPN.IN_STAGES) == stages
     assert cfg.MODEL.SIZE_AWARE_LOSS.ENABLED is size_aware
@@ -53,6 +61,9 @@ def test_etram_configs_are_event_stream_models(name):
     else:
         assert model.temporal is None
     assert model.backbone.in_channels == 2 * cfg.INPUT.EVENTS.NUM_BINS == 20
+    if yolo:
+        assert cfg.MODEL.YOLO.NUM_CLASSES == 8 and not cfg.INPUT.MOSAIC.ENABLED
+        assert model.head.size_weighting is not None
 
 
 def _etram_folder(root, seed):
@@ -90,10 +101,24 @@ def test_etram_layout_trains_evaluates_and_ranks(tmp_path):
     _etram_folder(tmp_path / "etram" / "train", seed=1)
     _etram_folder(tmp_path / "etram" / "val", seed=2)
     runs = []
+    light_fcos = [
+        "MODEL.BACKBONE.NAME",
+        "tiny_resnet",
+        "MODEL.RESNETS.WIDTH_MULT",
+        "0.25",
+        "MODEL.FPN.OUT_CHANNELS",
+        "16",
+        "MODEL.FPN.TOP_BLOCK",
+        "none",  # P6/P7 would be 1x1 on these tiny inputs
+        "MODEL.FCOS.NUM_CONVS",
+        "1",
+    ]
+    light_yolo = ["MODEL.CSP.WIDTH_MULT", "0.125", "MODEL.YOLO.REG_MAX", "8"]
     for name in (
         "fcos_R50_3scale.yaml",
         "fcos_R50_4scale_sizeaware.yaml",
         "fcos_R50_3scale_sizeaware_nomemory.yaml",  # stream batches through a memory-less model
+        "yolo_s_3scale_sizeaware.yaml",
     ):
         out = tmp_path / name.replace(".yaml", "")
         cfg = load_config(
@@ -101,16 +126,7 @@ def test_etram_layout_trains_evaluates_and_ranks(tmp_path):
             [
                 "MODEL.DEVICE",
                 "cpu",
-                "MODEL.BACKBONE.NAME",
-                "tiny_resnet",
-                "MODEL.RESNETS.WIDTH_MULT",
-                "0.25",
-                "MODEL.FPN.OUT_CHANNELS",
-                "16",
-                "MODEL.FPN.TOP_BLOCK",
-                "none",  # P6/P7 would be 1x1 on these tiny inputs
-                "MODEL.FCOS.NUM_CONVS",
-                "1",
+                *(light_yolo if name.startswith("yolo") else light_fcos),
                 "SOLVER.MAX_ITER",
                 "4",
                 "SOLVER.STEPS",
@@ -175,7 +191,7 @@ def test_etram_layout_trains_evaluates_and_ranks(tmp_path):
     table = (tmp_path / "compare" / "leaderboard.md").read_text()
     assert "RVT 3-scale (earlier run)" in table and "34.02" in table
     assert "fcos_R50_3scale" in table and "delta-APs" in table
-    assert "fcos_R50_3scale_sizeaware_nomemory" in table
+    assert "fcos_R50_3scale_sizeaware_nomemory" in table and "yolo_s_3scale_sizeaware" in table
     metrics = json.loads((tmp_path / "fcos_R50_3scale" / "final_metrics.json").read_text())
     assert "AP-car" in metrics["bbox"] and "APs" in metrics["bbox"]
     for n in ("etram_train", "etram_val"):

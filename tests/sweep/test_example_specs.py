@@ -23,6 +23,12 @@ SWEEPS = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
             "bbox/APs",
         ),
         (
+            "etram_yolo_scales_sizeaware.yaml",
+            4,
+            ["MODEL.FPN.IN_STAGES", "MODEL.SIZE_AWARE_LOSS.ENABLED"],
+            "bbox/APs",
+        ),
+        (
             "etram_scales_memory.yaml",
             4,
             ["MODEL.FPN.IN_STAGES", "MODEL.TEMPORAL.NAME"],
