@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from detlab.engine.checkpoint import all_finite, load_checkpoint_file, unwrap_model
+from detlab.engine.checkpoint import unwrap_model
 from detlab.solver import clip_gradients, global_grad_norm
 from detlab.utils import comm
 from detlab.utils.errors import ConfigError
@@ -150,33 +150,22 @@ class TrainStepMixin:
             storage.put_scalar("nan/rollbacks", guard.rollbacks, smoothing_hint=False)
 
     def rollback(self) -> None:
-        """Restore the newest checkpoint with finite weights and back off the LR."""
-        target = self._last_good_checkpoint()
+        """Restore the newest healthy checkpoint and back off the LR (see ``nan_guard``)."""
+        target = self.checkpointer.rollback_target()
         self.nan_guard.start_rollback(target)
         assert target is not None
         data = self.checkpointer.load(target, exclude=("scheduler",))
+        self.nan_guard.restore_health(data.get("nan_guard", {}))
         self.scheduler.backoff(self.nan_guard.lr_backoff)
         self.optimizer.zero_grad(set_to_none=True)
         logger.warning(
-            f"Rolled back to {os.path.basename(target)} (iteration {data.get('iteration')}) "
-            f"after repeated non-finite steps; LR multiplied by {self.nan_guard.lr_backoff} "
-            f"(now x{self.scheduler.lr_multiplier:g}); rollback {self.nan_guard.rollbacks}"
-            f"/{self.nan_guard.max_rollbacks}."
+            f"Rolled back to {os.path.basename(target)} (iteration {data.get('iteration')}), "
+            f"the newest healthy checkpoint, after repeated non-finite steps; LR multiplied by "
+            f"{self.nan_guard.lr_backoff} (now x{self.scheduler.lr_multiplier:g}); rollback "
+            f"{self.nan_guard.rollbacks}/{self.nan_guard.max_rollbacks}."
         )
-
-    def _last_good_checkpoint(self) -> str | None:
-        candidates = self.checkpointer.periodic_checkpoints()[::-1]
-        candidates.append(os.path.join(self.cfg.OUTPUT_DIR, "model_init.pth"))
-        for path in candidates:
-            if not os.path.isfile(path):
-                continue
-            try:
-                data = load_checkpoint_file(path)
-            except Exception:  # noqa: BLE001 - an unreadable file is not a rollback target
-                continue
-            if all_finite(data.get("model", {})):
-                return path
-        return None
+        if self.nan_guard.amp_off_after_rollback:
+            self.disable_amp("SOLVER.NAN_GUARD.AMP_OFF_AFTER_ROLLBACK after a rollback")
 
 
 def _mean_over_processes(values: dict[str, float], device: torch.device) -> dict[str, float]:

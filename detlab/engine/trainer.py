@@ -35,7 +35,9 @@ from detlab.engine.checkpoint import (
 from detlab.engine.ema import ModelEMA
 from detlab.engine.hooks import HOOK_REGISTRY, HookBase
 from detlab.engine.nan_guard import NaNGuard
+from detlab.engine.preemption import PreemptionHandler, TrainingPreempted, request_requeue
 from detlab.engine.preflight import parameters_without_grad, preflight_check
+from detlab.engine.run_dir import release_output_dir
 from detlab.engine.train_step import TrainStepMixin
 from detlab.solver import build_lr_scheduler, build_optimizer
 from detlab.utils import comm
@@ -61,6 +63,7 @@ class Trainer(TrainStepMixin):
         self.last_eval: tuple[int, dict] | None = None
         self.clip_count = 0
         self._resume_rng: Any = None
+        self.train_loader: Any = None
         register_datasets(cfg)
 
         model = self.build_model(cfg)
@@ -213,6 +216,7 @@ class Trainer(TrainStepMixin):
             hooks=hook_state,
             clip_count=self.clip_count,
             world_size=comm.get_world_size(),
+            health=self.nan_guard.health(),
         )
         comm.synchronize()
         return path
@@ -220,16 +224,20 @@ class Trainer(TrainStepMixin):
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a ``last_checkpoint`` in OUTPUT_DIR, continue that run exactly
         (``MODEL.WEIGHTS`` is then ignored); otherwise load ``MODEL.WEIGHTS`` if set."""
-        path = self.checkpointer.last_checkpoint() if resume else None
+        path = self.checkpointer.resume_checkpoint() if resume else None
         if path is None:
             if resume:
                 logger.info(f"No checkpoint in {self.cfg.OUTPUT_DIR}; starting from scratch.")
+                if comm.is_main_process():  # rows of a run killed before its first checkpoint
+                    _trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.jsonl"), 0)
             if self.cfg.MODEL.WEIGHTS:
                 self.load_weights(self.cfg.MODEL.WEIGHTS)
             return
         data = self.checkpointer.load(path)
         self.start_iter = int(data["iteration"]) + 1
         self.nan_guard.load_state_dict(data.get("nan_guard", {}))
+        if self.nan_guard.amp_off:
+            self.disable_amp("it was switched off after a rollback earlier in this run")
         self.clip_count = int(data.get("clip_count", 0))
         hook_state = data.get("hooks", {})
         for i, h in enumerate(self.hooks):
@@ -261,13 +269,33 @@ class Trainer(TrainStepMixin):
         logger.info(f"Stopping: {reason}")
 
     def train(self) -> dict[str, Any]:
-        """Run iterations ``start_iter .. MAX_ITER-1``; return (and write) the final metrics."""
+        """Run iterations ``start_iter .. MAX_ITER-1``; return (and write) the final metrics.
+
+        SIGTERM or SIGUSR1 end the run after the current iteration with a checkpoint
+        (:class:`~detlab.engine.preemption.TrainingPreempted`). At the end, in any way, the
+        lock on ``OUTPUT_DIR`` taken by :func:`~detlab.engine.default_setup` is released.
+        """
+        try:
+            return self._train()
+        finally:
+            release_output_dir(self.cfg.OUTPUT_DIR)
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.cfg
+        if self.start_iter >= self.max_iter:
+            logger.info(
+                f"The run in {cfg.OUTPUT_DIR} already finished (iteration {self.start_iter} of "
+                f"{self.max_iter}); nothing to train. Raise SOLVER.MAX_ITER to train longer."
+            )
+            self.iter = self.start_iter - 1
+            with EventStorage(self.start_iter) as self.storage:
+                return self._final_metrics()
         logger.info(f"Starting training from iteration {self.start_iter} to {self.max_iter}")
         loader = self.build_train_loader(cfg, start_iter=self.start_iter * self.accum)
+        self.train_loader = loader
         self._data_iter = iter(loader)
         ddp = comm.get_world_size() > 1 and unwrap_model(self.model) is self.model
-        if (cfg.TRAINER.PREFLIGHT or ddp) and self.start_iter < self.max_iter:
+        if cfg.TRAINER.PREFLIGHT or ddp:
             first = next(self._data_iter)
             if cfg.TRAINER.PREFLIGHT:
                 losses = preflight_check(unwrap_model(self.model), first, len(cfg.MODEL.PIXEL_MEAN))
@@ -280,7 +308,7 @@ class Trainer(TrainStepMixin):
         self.iter = self.start_iter - 1  # the last completed iteration
         if self.nan_guard.enabled and not self.checkpointer.periodic_checkpoints():
             self.save_checkpoint("model_init")  # the rollback target before the first save
-        with EventStorage(self.start_iter) as self.storage:
+        with EventStorage(self.start_iter) as self.storage, PreemptionHandler() as preempt:
             try:
                 for h in self.hooks:
                     h.before_train()
@@ -288,15 +316,70 @@ class Trainer(TrainStepMixin):
                     self.iter = self.storage.iter = it
                     for h in self.hooks:
                         h.before_step()
+                    rollbacks = self.nan_guard.rollbacks
                     self.run_step()
+                    self._after_run_step(rolled_back=self.nan_guard.rollbacks != rollbacks)
                     for h in self.hooks:
                         h.after_step()
                     if self.stop_reason is not None:
                         break
-            finally:
-                for h in self.hooks:
-                    h.after_train()
-        return self._final_metrics()
+                    last = it + 1 == self.max_iter
+                    if not last and comm.all_reduce_any(preempt.signum is not None, self.device):
+                        self._stop_preempted(preempt.signum)
+            except BaseException:
+                self._after_train(failing=True)
+                raise
+            self._after_train(failing=False)
+            return self._final_metrics()
+
+    def _after_train(self, failing: bool) -> None:
+        """Hooks' ``after_train``; while an error ends the run, theirs must not replace it."""
+        for h in self.hooks:
+            if not failing:
+                h.after_train()
+                continue
+            try:
+                h.after_train()
+            except Exception as err:  # noqa: BLE001 - the original error is the one to report
+                logger.warning(f"{type(h).__name__}.after_train failed while stopping: {err}")
+
+    def _after_run_step(self, rolled_back: bool) -> None:
+        """Feed the NaN guard's health record and log the loader's data counters."""
+        total = self.storage.latest().get("total_loss")
+        if not rolled_back:  # after a rollback the window is the target's
+            self.nan_guard.observe_loss(total[0] if total and total[1] == self.iter else None)
+        stats = getattr(self.train_loader, "stats", None)
+        if callable(stats):
+            counts = {f"data/{k}": float(v) for k, v in stats().items()}
+            self.storage.put_scalars(smoothing_hint=False, **counts)
+
+    def _stop_preempted(self, signum: int | None) -> None:
+        """Save a checkpoint after this iteration (unless one was just saved) and stop."""
+        import signal as _signal
+
+        name = f"model_{self.iter:07d}"
+        last = self.checkpointer.last_checkpoint()
+        if last is None or os.path.basename(last) != f"{name}.pth":
+            self.save_checkpoint(name, tag_last=True)
+        sig = _signal.Signals(signum).name if signum else "a preemption signal (on another rank)"
+        note = request_requeue(signum) if signum and comm.is_main_process() else ""
+        raise TrainingPreempted(
+            f"Stopped by {sig} after iteration {self.iter}: saved {name}.pth in "
+            f"{self.cfg.OUTPUT_DIR}; continue with --resume"
+            + (f" ({note})" if note else "")
+            + ".",
+            signum or 0,
+        )
+
+    def disable_amp(self, why: str) -> None:
+        """Train in full precision from now on (the NaN guard's AMP-off fallback)."""
+        if self.amp_dtype is None:
+            return
+        self.amp_dtype = None
+        self.scaler = None
+        self.checkpointer.scaler = None
+        self.nan_guard.amp_off = True
+        logger.warning(f"Mixed precision switched off: {why}.")
 
     def _wrap_ddp(self, batch: list[dict]) -> None:
         """Wrap the model for DDP; look for unused parameters only if this batch leaves some
@@ -315,8 +398,15 @@ class Trainer(TrainStepMixin):
         self.checkpointer.model = self.model
 
     def _final_metrics(self) -> dict[str, Any]:
+        path = os.path.join(self.cfg.OUTPUT_DIR, "final_metrics.json")
         if self.last_eval is None and len(self.cfg.DATASETS.TEST) and self.start_iter > 0:
-            self.last_eval = (self.iter, self._evaluate())  # resumed a finished run
+            # Resumed a run whose last evaluation is not in memory (it finished, or was
+            # stopped right after its last iteration): reuse its final metrics if written.
+            previous = _read_json(path) if self.start_iter >= self.max_iter else None
+            if previous is not None:
+                logger.info(f"Final metrics of the finished run: {path}")
+                return previous
+            self.last_eval = (self.iter, self._evaluate())
         results = dict(self.last_eval[1]) if self.last_eval else {}
         best = next((h for h in self.hooks if isinstance(h, H.BestCheckpointer)), None)
         results["best_iteration"] = best.tracker.best_iter if best else None
@@ -324,7 +414,6 @@ class Trainer(TrainStepMixin):
         if self.stop_reason:
             results["stop_reason"] = self.stop_reason
         if comm.is_main_process():
-            path = os.path.join(self.cfg.OUTPUT_DIR, "final_metrics.json")
             atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
             logger.info(f"Final metrics written to {path}")
         return results
@@ -378,3 +467,12 @@ def register_datasets(cfg: Any) -> None:
     from detlab.data import register_from_config
 
     register_from_config(cfg)
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

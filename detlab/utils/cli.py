@@ -65,13 +65,22 @@ def default_argument_parser(
 
 
 def run_tool(fn: Callable[[], int | None], *, debug: bool = False) -> int:
-    """Run ``fn``; a :class:`UserError` becomes one stderr line and status 2."""
+    """Run ``fn``; a :class:`UserError` — or a full disk / permission error while writing —
+    becomes one stderr line and status 2."""
+    from detlab.utils.file_io import output_write_error
+
     try:
         return int(fn() or 0)
     except UserError as err:
         if debug:
             raise
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as err:
+        friendly = output_write_error(err, err.filename or "a file")
+        if debug or friendly is None:
+            raise
+        print(f"error: {friendly}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

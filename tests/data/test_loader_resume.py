@@ -58,7 +58,9 @@ class _DiesInWorkers:
 
 
 def test_worker_death_falls_back_in_process_at_same_position(tiny_sar, small_cfg):
+    """Workers that die every time: fresh pools MAX_WORKER_RESTARTS times, then in-process."""
     from detlab.data import build_mapper
+    from detlab.data.build import MAX_WORKER_RESTARTS
 
     small_cfg.DATASETS.TRAIN = (tiny_sar(num_images=8),)
     reference = _take(build_detection_train_loader(small_cfg), 4)
@@ -68,7 +70,51 @@ def test_worker_death_falls_back_in_process_at_same_position(tiny_sar, small_cfg
     got = _take(loader, 3)
     for a, b in zip(reference[1:], got, strict=True):
         _same(a, b)
+    assert loader.stats()["worker_failures"] == MAX_WORKER_RESTARTS + 1
+
+
+def test_worker_killed_between_fetches_is_replaced_without_error_elsewhere(
+    tiny_sar, small_cfg, caplog
+):
+    """SIGKILL to a worker while the main process is busy elsewhere (not inside the loader):
+    nothing is raised there, and the next fetch starts fresh workers at the same batch."""
+    import os
+    import signal
+    import time
+
+    small_cfg.DATASETS.TRAIN = (tiny_sar(num_images=8),)
+    reference = _take(build_detection_train_loader(small_cfg), 6)
+    small_cfg.DATALOADER.NUM_WORKERS = 2
+    loader = build_detection_train_loader(small_cfg)
+    it = iter(loader)
+    got = [next(it), next(it)]
+    children = _child_pids(os.getpid())
+    assert children, "the loader started no worker processes"
+    os.kill(children[0], signal.SIGKILL)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.0:  # "the model's forward": SIGCHLD arrives here
+        sum(range(10_000))
+    got += [next(it) for _ in range(4)]
+    for a, b in zip(reference, got, strict=True):
+        _same(a, b)
     assert loader.stats()["worker_failures"] == 1
+    assert any("fresh workers at batch 2" in r.getMessage() for r in caplog.records)
+
+
+def _child_pids(pid: int) -> list[int]:
+    import os
+
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return sorted(out)
 
 
 def test_corrupt_image_is_skipped_counted_and_replaced(tiny_sar, small_cfg, caplog):
