@@ -38,9 +38,7 @@ def _wrap(torch_handler: Any):
 
 def install() -> None:
     """Wrap the current SIGCHLD handler (PyTorch's, set when workers start); idempotent."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(
-        signal, "SIGCHLD"
-    ):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGCHLD"):
         return
     current = signal.getsignal(signal.SIGCHLD)
     if getattr(current, "_detlab_wrapper", False):

@@ -10,8 +10,8 @@ import torch
 
 from detlab.engine.run_dir import claim_output_dir
 from detlab.utils import comm
-from detlab.utils.errors import UserError
 from detlab.utils.env import collect_env_info, seed_all_rng
+from detlab.utils.errors import UserError
 from detlab.utils.file_io import atomic_write_text
 from detlab.utils.logger import setup_logger
 

@@ -92,9 +92,7 @@ class NaNGuard:
         self.amp_off_after_rollback = bool(amp_off_after_rollback)
         self.amp_off = False  # set once AMP was switched off after a rollback
         # total loss of each of the last health_window iterations; None = skipped step
-        self.losses: collections.deque[float | None] = collections.deque(
-            maxlen=self.health_window
-        )
+        self.losses: collections.deque[float | None] = collections.deque(maxlen=self.health_window)
         self.loss_reference: float | None = None
 
     @classmethod
@@ -160,12 +158,11 @@ class NaNGuard:
         reasons = []
         if skipped:
             reasons.append(f"{skipped} of the last {len(self.losses)} steps were skipped")
-        if median is not None and ref is not None and ref > 0:
-            if median > self.max_loss_ratio * ref:
-                reasons.append(
-                    f"the loss median {median:.4g} is {median / ref:.3g}x its lowest level "
-                    f"{ref:.4g} (limit {self.max_loss_ratio:g}x)"
-                )
+        if median is not None and ref is not None and 0 < ref < median / self.max_loss_ratio:
+            reasons.append(
+                f"the loss median {median:.4g} is {median / ref:.3g}x its lowest level "
+                f"{ref:.4g} (limit {self.max_loss_ratio:g}x)"
+            )
         return {
             "healthy": not reasons,
             "reason": "; ".join(reasons) or "no skipped steps, loss at its usual level",

@@ -365,9 +365,7 @@ class Trainer(TrainStepMixin):
         note = request_requeue(signum) if signum and comm.is_main_process() else ""
         raise TrainingPreempted(
             f"Stopped by {sig} after iteration {self.iter}: saved {name}.pth in "
-            f"{self.cfg.OUTPUT_DIR}; continue with --resume"
-            + (f" ({note})" if note else "")
-            + ".",
+            f"{self.cfg.OUTPUT_DIR}; continue with --resume" + (f" ({note})" if note else "") + ".",
             signum or 0,
         )
 

@@ -105,12 +105,11 @@ def output_write_error(err: BaseException, path: str) -> OutputWriteError | None
 def file_mode() -> int:
     """The mode a new regular file gets under the current umask (0o644 for umask 022)."""
     mask = None
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    mask = int(line.split()[1], 8)
-                    break
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                mask = int(line.split()[1], 8)
+                break
     if mask is None:  # not Linux: read the umask by setting it (restored at once)
         mask = os.umask(0o022)
         os.umask(mask)
