@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """The state of a training run at a glance: progress, ETA, loss trend, NaN skips, rollbacks,
-clip events and the last evaluation, read from RUN_DIR/metrics.jsonl.
+clip events, the last evaluation and whether the run is alive, from RUN_DIR.
 
     python tools/watch.py output/quickstart_sar_ships_cpu            # once
-    python tools/watch.py output/quickstart_sar_ships_cpu --follow   # refresh until finished
+    python tools/watch.py output/quickstart_sar_ships_cpu --follow   # refresh until it ends
+
+With --follow the exit status says how the run ended: 0 finished, 1 died or stopped.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ def main(args: argparse.Namespace) -> int:
         if args.follow and sys.stdout.isatty():
             print("\033[2J\033[H", end="")
         print(text, flush=True)
-        if not args.follow or status["finished"]:
+        if not args.follow:
             return 0
+        if status["state"] != "running":  # finished: 0; died or stopped: 1
+            return 0 if status["state"] == "finished" else 1
         time.sleep(args.interval)
         if not sys.stdout.isatty():
             print()
@@ -39,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = DetlabArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="OUTPUT_DIR of a training run")
-    parser.add_argument("--follow", action="store_true", help="refresh until the run finishes")
+    parser.add_argument("--follow", action="store_true", help="refresh until the run ends")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     a = parser.parse_args()

@@ -114,12 +114,16 @@ def get_cfg() -> CfgNode:
 
 
 def load_config(config_file: str | None, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
-    """``get_cfg()`` + file + overrides, optionally frozen: what every tool starts from."""
+    """``get_cfg()`` + file + overrides, values checked (:mod:`detlab.config.checks`),
+    optionally frozen: what every tool starts from."""
+    from detlab.config.checks import check_config
+
     cfg = get_cfg()
     if config_file:
         cfg.merge_from_file(config_file)
     if opts:
         cfg.merge_from_list(list(opts))
+    check_config(cfg)
     if freeze:
         cfg.freeze()
     return cfg
@@ -317,19 +321,47 @@ def _coerce(key: str, old: Any, new: Any, where: str) -> Any:
             return float(new)
     elif isinstance(old, (list, tuple)):
         if isinstance(new, (list, tuple)):
-            return _coerce_sequence(old, new)
+            return _coerce_sequence(key, old, new, where)
         if isinstance(new, (str, int, float)) and not isinstance(new, bool):
-            return type(old)([new])  # `DATASETS.TRAIN my_set` means ("my_set",)
+            # `DATASETS.TRAIN my_set` means ("my_set",); `SOLVER.STEPS abc` is no list of int
+            return _coerce_sequence(key, old, [new], where, given=new)
     elif isinstance(old, str) and isinstance(new, (int, float)) and not isinstance(new, bool):
         return str(new)  # e.g. a run name given as 123
     raise ConfigError(f"{key}{where} expects {_type_name(old)}, got {new!r}.")
 
 
-def _coerce_sequence(old: list | tuple, new: list | tuple) -> list | tuple:
-    """``new`` in ``old``'s sequence type; nested sequences follow ``old``'s first element."""
-    template = old[0] if len(old) else None
+def _element_template(seq: list | tuple) -> Any:
+    """The element all of ``seq``'s elements are like (None if empty or mixed)."""
+    if not len(seq):
+        return None
+    first = seq[0]
+    if isinstance(first, (list, tuple)):
+        return first
+    kinds = {type(e) for e in seq}
+    if kinds == {int, float}:  # (0, 1.5) is a list of floats
+        return float(first)
+    return first if len(kinds) == 1 else None
+
+
+def _coerce_sequence(
+    key: str, old: list | tuple, new: list | tuple, where: str, given: Any = None
+) -> list | tuple:
+    """``new`` in ``old``'s sequence type, each element converted to the type of ``old``'s
+    elements (nested sequences follow ``old``'s first element)."""
+    template = _element_template(old)
     if isinstance(template, (list, tuple)):
-        new = [_coerce_sequence(template, e) if isinstance(e, (list, tuple)) else e for e in new]
+        new = [
+            _coerce_sequence(key, template, e, where) if isinstance(e, (list, tuple)) else e
+            for e in new
+        ]
+    elif template is not None:
+        try:
+            new = [_coerce(key, template, e, where) for e in new]
+        except ConfigError:
+            shown = given if given is not None else new
+            raise ConfigError(
+                f"{key}{where} expects a list of {_type_name(template)} values, got {shown!r}."
+            ) from None
     return type(old)(new)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from detlab.config import check_config
 from detlab.engine.run_dir import claim_output_dir
 from detlab.utils import comm
 from detlab.utils.env import collect_env_info, seed_all_rng
@@ -37,6 +38,7 @@ def default_setup(cfg: Any, args: Any = None) -> Any:
     ``config.yaml`` (main process), seeds every generator with ``SEED + rank`` and applies
     ``DETERMINISTIC``/``CUDNN_BENCHMARK``.
     """
+    check_config(cfg)  # a config built in Python gets the checks load_config runs
     rank = comm.get_rank()
     out = cfg.OUTPUT_DIR
     notes: list[str] = []

@@ -23,7 +23,7 @@ from typing import Any
 from detlab.config import load_config
 from detlab.engine.launch import launch
 from detlab.engine.preemption import EXIT_PREEMPTED, TrainingPreempted, requeued_job
-from detlab.engine.run_dir import release_output_dir
+from detlab.engine.run_dir import check_output_dir, release_output_dir
 from detlab.utils import comm
 from detlab.utils.cli import run_tool
 from detlab.utils.file_io import atomic_write_text
@@ -81,8 +81,8 @@ def main_from_args(args: Any, trainer_cls: Any = None) -> int:
     from detlab.engine.nan_guard import TrainingDivergedError
 
     def run() -> int:
-        # Check the config (keys, types, values) here, before any process starts.
-        load_config(args.config_file, args.opts)
+        # Check the config (keys, types, values) and OUTPUT_DIR before any process starts.
+        check_output_dir(load_config(args.config_file, args.opts).OUTPUT_DIR)
         try:
             status = launch(
                 train_main,

@@ -23,6 +23,8 @@ import subprocess
 import threading
 from typing import Any
 
+from detlab.utils.cli import EXIT_PREEMPTED
+
 __all__ = [
     "EXIT_PREEMPTED",
     "PREEMPTION_SIGNALS",
@@ -33,8 +35,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("detlab")
-
-EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 

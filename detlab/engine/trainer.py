@@ -283,10 +283,13 @@ class Trainer(TrainStepMixin):
     def _train(self) -> dict[str, Any]:
         cfg = self.cfg
         if self.start_iter >= self.max_iter:
-            logger.info(
-                f"The run in {cfg.OUTPUT_DIR} already finished (iteration {self.start_iter} of "
-                f"{self.max_iter}); nothing to train. Raise SOLVER.MAX_ITER to train longer."
-            )
+            if self.start_iter:
+                logger.info(
+                    f"The run in {cfg.OUTPUT_DIR} already finished (iteration {self.start_iter} "
+                    f"of {self.max_iter}); nothing to train. Raise SOLVER.MAX_ITER to train longer."
+                )
+            else:
+                logger.info("SOLVER.MAX_ITER is 0: nothing to train.")
             self.iter = self.start_iter - 1
             with EventStorage(self.start_iter) as self.storage:
                 return self._final_metrics()

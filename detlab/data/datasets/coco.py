@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from typing import Any
 
@@ -89,6 +90,9 @@ def _parse(json_file: str, image_root: str) -> tuple[list[dict], list[dict], dic
         try:
             x, y, bw, bh = (float(v) for v in ann["bbox"])
         except (KeyError, TypeError, ValueError):
+            stats["dropped_boxes"] += 1
+            continue
+        if not all(math.isfinite(v) for v in (x, y, bw, bh)):  # NaN/Infinity in the json
             stats["dropped_boxes"] += 1
             continue
         x0, y0 = max(x, 0.0), max(y, 0.0)
