@@ -14,9 +14,9 @@ checkpoint is **healthy** when
 
 1. its weights are finite (non-finite weights are never written at all),
 2. none of the last ``health_window`` iterations before it was skipped, and
-3. the median of their losses is at most ``max_loss_ratio`` times the *reference*: the lowest
-   such median seen so far in the run (the pre-storm level; it needs half a window of losses,
-   and while there is none yet only rules 1 and 2 apply).
+3. the median of their losses, and the last of them, are at most ``max_loss_ratio`` times the
+   *reference*: the lowest such median seen so far in the run (the pre-storm level; it needs
+   half a window of losses, and while there is none yet only rules 1 and 2 apply).
 
 So a checkpoint written while the loss climbs towards overflow, or amid skipped steps, is
 finite but not healthy: it is never a rollback target, and the newest healthy checkpoint is
@@ -158,11 +158,15 @@ class NaNGuard:
         reasons = []
         if skipped:
             reasons.append(f"{skipped} of the last {len(self.losses)} steps were skipped")
-        if median is not None and ref is not None and 0 < ref < median / self.max_loss_ratio:
-            reasons.append(
-                f"the loss median {median:.4g} is {median / ref:.3g}x its lowest level "
-                f"{ref:.4g} (limit {self.max_loss_ratio:g}x)"
-            )
+        last = self.losses[-1] if self.losses else None
+        if ref is not None and ref > 0:
+            limit = self.max_loss_ratio * ref
+            for what, value in (("loss median", median), ("last loss", last)):
+                if value is not None and value > limit:
+                    reasons.append(
+                        f"the {what} {value:.4g} is {value / ref:.3g}x the lowest median "
+                        f"{ref:.4g} (limit {self.max_loss_ratio:g}x)"
+                    )
         return {
             "healthy": not reasons,
             "reason": "; ".join(reasons) or "no skipped steps, loss at its usual level",

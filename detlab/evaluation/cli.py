@@ -118,20 +118,12 @@ def _config_overrides(args: argparse.Namespace) -> list[str]:
 
 def load_model_weights(model: Any, path: str) -> None:
     """Load a detlab checkpoint (``{"model": state_dict, ...}``) or a bare state dict."""
-    import torch
+    from detlab.utils.file_io import read_torch_file
 
     if not path:
         raise UserError("MODEL.WEIGHTS is empty; pass the checkpoint to evaluate: MODEL.WEIGHTS "
                         "path/to/model_final.pth.")  # fmt: skip
-    if not os.path.isfile(path):
-        raise UserError(f"MODEL.WEIGHTS file {path} does not exist; check the path.")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types
-        raise UserError(
-            f"MODEL.WEIGHTS file {path} is not a readable checkpoint ({type(err).__name__}); it "
-            "is truncated or not a PyTorch state dict."
-        ) from None
+    data = read_torch_file(path, "MODEL.WEIGHTS file")
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict):
         raise UserError(f"MODEL.WEIGHTS file {path} holds no state dict of model weights.")

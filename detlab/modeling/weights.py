@@ -17,7 +17,6 @@ and returned.
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from detlab.utils.errors import UserError
+from detlab.utils.file_io import read_torch_file
 
 __all__ = ["load_weights", "format_load_report"]
 
@@ -34,15 +34,7 @@ _RESNET_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4."
 
 
 def _read(path: str) -> dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise UserError(f"MODEL.WEIGHTS file {path} does not exist; check the path.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a user-file problem
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"MODEL.WEIGHTS file {path} cannot be read as a weights-only PyTorch file ({first})."
-        ) from None
+    obj = read_torch_file(path, "MODEL.WEIGHTS file")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

@@ -81,8 +81,8 @@ def add_solver_defaults(cfg: CN) -> None:
     cfg.SOLVER.NAN_GUARD.AMP_OFF_AFTER_ROLLBACK = False
     # A checkpoint is healthy (a rollback target, kept by rotation until a newer healthy one
     # exists) when its weights are finite, none of the WINDOW iterations before it was
-    # skipped, and their median loss is at most MAX_LOSS_RATIO times the lowest such median
-    # seen so far in the run. Each checkpoint records its verdict under "health".
+    # skipped, and both their median loss and the last loss are at most MAX_LOSS_RATIO times
+    # the lowest such median seen so far in the run. Checkpoints record this under "health".
     cfg.SOLVER.NAN_GUARD.HEALTHY = CN()
     cfg.SOLVER.NAN_GUARD.HEALTHY.WINDOW = 20
     cfg.SOLVER.NAN_GUARD.HEALTHY.MAX_LOSS_RATIO = 10.0
