@@ -43,7 +43,7 @@ from detlab.solver import build_lr_scheduler, build_optimizer
 from detlab.utils import comm
 from detlab.utils.errors import ConfigError
 from detlab.utils.events import EventStorage, get_event_storage
-from detlab.utils.file_io import atomic_write_text
+from detlab.utils.file_io import atomic_write_text, read_json_object
 
 __all__ = ["Trainer"]
 
@@ -403,7 +403,7 @@ class Trainer(TrainStepMixin):
         if self.last_eval is None and len(self.cfg.DATASETS.TEST) and self.start_iter > 0:
             # Resumed a run whose last evaluation is not in memory (it finished, or was
             # stopped right after its last iteration): reuse its final metrics if written.
-            previous = _read_json(path) if self.start_iter >= self.max_iter else None
+            previous = read_json_object(path) if self.start_iter >= self.max_iter else None
             if previous is not None:
                 logger.info(f"Final metrics of the finished run: {path}")
                 return previous
@@ -468,12 +468,3 @@ def register_datasets(cfg: Any) -> None:
     from detlab.data import register_from_config
 
     register_from_config(cfg)
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

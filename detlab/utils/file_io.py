@@ -32,6 +32,7 @@ __all__ = [
     "format_bytes",
     "free_space",
     "output_write_error",
+    "read_json_object",
     "read_torch_file",
     "read_yaml",
     "remove_stale_temp_files",
@@ -208,6 +209,18 @@ def read_torch_file(path: str, what: str = "Checkpoint") -> Any:
             f"{what} {path} cannot be read ({type(err).__name__}); it is truncated or not a "
             "detlab/PyTorch checkpoint."
         ) from None
+
+
+def read_json_object(path: str) -> dict | None:
+    """A JSON file holding an object, as a dict; None if it is absent or unreadable."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_yaml(path: str, what: str, error: type[Exception] | None = None) -> object:

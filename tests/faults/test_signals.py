@@ -17,6 +17,17 @@ pytestmark = pytest.mark.faults
 EXIT_PREEMPTED = 75
 
 
+def _stop_with(sig, cfg, out, at: int, *extra, env=None) -> str:
+    """Start a run, send ``sig`` once iteration ``at`` is logged; assert the preemption exit
+    and return its one ``stopped:`` line."""
+    proc = start(cfg, out, *extra, env=env)
+    wait_for(reached(out, at), proc=proc, what=f"iteration {at}")
+    proc.send_signal(sig)
+    res = finish(proc)
+    assert res.returncode == EXIT_PREEMPTED, res.stderr[-3000:]
+    return one_sentence(res.stderr, "stopped: ")
+
+
 def _assert_same_losses(out, expected):
     got = losses(out)
     assert sorted(got) == sorted(expected)
@@ -26,12 +37,7 @@ def _assert_same_losses(out, expected):
 def test_sigterm_saves_at_iteration_boundary_and_resume_matches(reference, tmp_path):
     ref_out, cfg, ref_losses = reference
     out = tmp_path / "run"
-    proc = start(cfg, out)
-    wait_for(reached(out, 12), proc=proc, what="iteration 12")
-    proc.send_signal(signal.SIGTERM)
-    res = finish(proc)
-    assert res.returncode == EXIT_PREEMPTED, res.stderr[-3000:]
-    line = one_sentence(res.stderr, "stopped: ")
+    line = _stop_with(signal.SIGTERM, cfg, out, 12)
     assert "SIGTERM" in line and "--resume" in line
     name = (out / "last_checkpoint").read_text().strip()
     assert name in line
@@ -56,12 +62,7 @@ def test_sigusr1_requeues_the_slurm_job_which_resumes_by_itself(reference, tmp_p
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
     out = tmp_path / "run"
-    proc = start(cfg, out, env=env)
-    wait_for(reached(out, 14), proc=proc, what="iteration 14")
-    proc.send_signal(signal.SIGUSR1)
-    res = finish(proc)
-    assert res.returncode == EXIT_PREEMPTED, res.stderr[-3000:]
-    line = one_sentence(res.stderr, "stopped: ")
+    line = _stop_with(signal.SIGUSR1, cfg, out, 14, env=env)
     assert "SIGUSR1" in line and "4242 requeued" in line
     assert calls.read_text().split() == ["requeue", "4242"]
 
@@ -80,12 +81,7 @@ def test_sigterm_to_a_two_process_job_reaches_every_rank(reference, tmp_path):
     ref = run(cfg, tmp_path / "ref", *short)
     assert ref.returncode == 0, ref.stderr[-3000:]
     out = tmp_path / "ddp"
-    proc = start(cfg, out, *short)
-    wait_for(reached(out, 4), proc=proc, what="iteration 4")
-    proc.send_signal(signal.SIGTERM)
-    res = finish(proc)
-    assert res.returncode == EXIT_PREEMPTED, res.stderr[-3000:]
-    assert "stopped: Stopped by SIGTERM" in res.stderr and "Traceback" not in res.stderr
+    assert _stop_with(signal.SIGTERM, cfg, out, 4, *short).startswith("stopped: Stopped by SIGTERM")
     name = (out / "last_checkpoint").read_text().strip()
     assert 4 <= load_checkpoint_file(str(out / name))["iteration"] < 13
     res = run(cfg, out, "--resume", *short)
