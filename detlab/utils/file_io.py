@@ -196,14 +196,13 @@ def read_torch_file(path: str, what: str = "Checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
-        text = str(err)
-        if isinstance(err, pickle.UnpicklingError) and "weights only" in text.lower():
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            obj = f" ({found.group(1)})" if found else ""
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if isinstance(err, pickle.UnpicklingError) and found:  # a class or function inside
             raise UserError(
-                f"{what} {path} holds pickled Python objects{obj} besides tensors, which detlab "
-                "does not load because unpickling them can run code; re-save it as a plain "
-                "state dict (torch.save(model.state_dict(), path)) where it came from."
+                f"{what} {path} holds pickled Python objects ({found.group(1)}) besides "
+                "tensors, which detlab does not load because unpickling them can run code; "
+                "re-save it as a plain state dict (torch.save(model.state_dict(), path)) where "
+                "it came from."
             ) from None
         raise UserError(
             f"{what} {path} cannot be read ({type(err).__name__}); it is truncated or not a "

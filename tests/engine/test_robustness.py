@@ -243,3 +243,21 @@ def test_amp_is_switched_off_after_a_rollback_when_asked(run_toy, tmp_path):
     resumed, _ = run_toy(tmp_path / "amp", resume=True, **{**overrides, "SOLVER.MAX_ITER": 22})
     assert resumed.amp_dtype is None  # stays off after a resume
     assert math.isfinite(resumed.nan_guard.health()["loss_median"])
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_pickled_code_is_refused_without_advice_to_disable_weights_only(tmp_path):
+    from detlab.utils.file_io import read_torch_file
+
+    torch.save({"model": {"w": torch.zeros(1)}, "x": _Payload()}, tmp_path / "code.pth")
+    with pytest.raises(UserError) as err:
+        read_torch_file(str(tmp_path / "code.pth"), "MODEL.WEIGHTS file")
+    msg = str(err.value)
+    assert "holds pickled Python objects (posix.getcwd)" in msg and "weights_only" not in msg
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    with pytest.raises(UserError, match=r"cannot be read \(UnpicklingError\); it is truncated"):
+        read_torch_file(str(tmp_path / "text.pth"))
