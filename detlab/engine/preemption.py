@@ -1,16 +1,19 @@
-"""Preemption: SIGTERM/SIGUSR1 end a run at the next iteration boundary with a checkpoint.
+"""Preemption: SIGTERM/SIGUSR1/SIGUSR2 end a run at the next iteration boundary with a
+checkpoint.
 
 Schedulers announce the end of a job with a signal: Slurm and Kubernetes send SIGTERM before
 killing (preemption, ``scancel``, pod eviction); ``sbatch --signal=USR1@120`` sends SIGUSR1
-two minutes before the time limit. While :class:`PreemptionHandler` is active, either signal
-only sets a flag; the trainer checks it after each iteration, saves a checkpoint (tagged in
-``last_checkpoint``) and raises :class:`TrainingPreempted`, which the tools turn into exit
-status :data:`EXIT_PREEMPTED` (75, ``EX_TEMPFAIL``: "try again later").
+two minutes before the time limit (submitit's jobs use SIGUSR2 for the same). While
+:class:`PreemptionHandler` is active, these signals only set a flag; the trainer checks it
+after each iteration, saves a checkpoint (tagged in ``last_checkpoint``) and raises
+:class:`TrainingPreempted`, which the tools turn into exit status :data:`EXIT_PREEMPTED` (75,
+``EX_TEMPFAIL``: "try again later").
 
 Slurm: after SIGUSR1 the job asks to be requeued (``scontrol requeue $SLURM_JOB_ID``); after
 SIGTERM it does not (``scancel`` sends SIGTERM too, and preemption with ``--requeue`` requeues
-by itself). A requeued job (``SLURM_RESTART_COUNT`` > 0) resumes from ``last_checkpoint``
-without ``--resume`` (:func:`requeued_job`).
+by itself), nor after SIGUSR2 (submitit requeues its jobs itself). A requeued job
+(``SLURM_RESTART_COUNT`` > 0) resumes from ``last_checkpoint`` without ``--resume``
+(:func:`requeued_job`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("detlab")
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class TrainingPreempted(Exception):
@@ -47,7 +50,8 @@ class TrainingPreempted(Exception):
 
 
 class PreemptionHandler:
-    """While active (``with``), SIGTERM and SIGUSR1 set :attr:`signum` instead of killing.
+    """While active (``with``), SIGTERM, SIGUSR1 and SIGUSR2 set :attr:`signum` instead of
+    killing.
 
     Installs nothing outside the main thread (signals can only be handled there); the previous
     handlers come back on exit.

@@ -295,3 +295,12 @@ def test_retry_resumes_a_killed_trial_from_its_checkpoint_and_reruns_a_failed_on
     assert trial_action({**killed, "returncode": 137}, p, retry_failed=True) == ("resume", True)
     assert trial_action(errored, p, retry_failed=True) == ("retry", False)
     assert trial_action({"status": "interrupted", "returncode": 75}, p, False) == ("resume", True)
+
+
+def test_slurm_trials_ask_submitit_to_requeue_the_same_command(tmp_path):
+    from detlab.sweep.job import RequeueableCommand
+
+    job = RequeueableCommand()
+    again = job.checkpoint(["python", "train_net.py"], str(tmp_path / "run.log"), None, None)
+    assert again.function is job
+    assert again.args == (["python", "train_net.py"], str(tmp_path / "run.log"), None, None)
