@@ -7,8 +7,8 @@ Exit status of :func:`main_from_args`:
   healthy checkpoint);
 * **2** — a user or environment error, one line on stderr: a bad config value, an
   unusable or busy ``OUTPUT_DIR``, a full disk;
-* **75** — preempted: SIGTERM, SIGUSR1 or SIGUSR2 arrived, a checkpoint was saved after the current
-  iteration, ``--resume`` continues (a requeued Slurm job does so by itself);
+* **75** — preempted: SIGTERM, SIGUSR1 or SIGUSR2 arrived, a checkpoint was saved after the
+  current iteration, ``--resume`` continues (a requeued Slurm job does so by itself);
 * **130** — interrupted by Ctrl-C (nothing saved beyond the last periodic checkpoint).
 """
 
