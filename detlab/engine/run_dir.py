@@ -10,7 +10,8 @@
 4. for a fresh start (no ``--resume``) in a folder holding an earlier run, moves that run's
    files into ``OUTPUT_DIR/previous-<time>/`` so nothing is overwritten or appended to.
 
-:func:`release_output_dir` drops the lock at the end of the run.
+:func:`release_output_dir` drops the lock at the end of the run; :func:`trim_metrics` drops
+the ``metrics.jsonl`` rows a killed run wrote after the checkpoint a resume starts from.
 """
 
 from __future__ import annotations
@@ -18,14 +19,26 @@ from __future__ import annotations
 import datetime
 import errno
 import glob
+import json
 import os
 import tempfile
 
 from detlab.utils.errors import UserError
-from detlab.utils.file_io import format_bytes, free_space, remove_stale_temp_files
+from detlab.utils.file_io import (
+    atomic_write_text,
+    format_bytes,
+    free_space,
+    remove_stale_temp_files,
+)
 from detlab.utils.run_lock import RunLock, release_lock
 
-__all__ = ["RUN_FILES", "check_output_dir", "claim_output_dir", "release_output_dir"]
+__all__ = [
+    "RUN_FILES",
+    "check_output_dir",
+    "claim_output_dir",
+    "release_output_dir",
+    "trim_metrics",
+]
 
 #: What a training run writes into OUTPUT_DIR (moved aside together on a fresh start).
 RUN_FILES = (
@@ -122,3 +135,18 @@ def claim_output_dir(path: str, fresh: bool = False) -> list[str]:
 def release_output_dir(path: str) -> None:
     """Drop this process's lock on ``path`` (no-op when it holds none)."""
     release_lock(path)
+
+
+def trim_metrics(path: str, start_iter: int) -> None:
+    """Drop metrics.jsonl lines a killed run wrote after its last checkpoint."""
+    if not os.path.isfile(path):
+        return
+    keep = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                if json.loads(line).get("iteration", -1) < start_iter:
+                    keep.append(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by the crash
+    atomic_write_text(path, "".join(keep))

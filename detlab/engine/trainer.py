@@ -37,7 +37,7 @@ from detlab.engine.hooks import HOOK_REGISTRY, HookBase
 from detlab.engine.nan_guard import NaNGuard
 from detlab.engine.preemption import PreemptionHandler, TrainingPreempted, request_requeue
 from detlab.engine.preflight import parameters_without_grad, preflight_check
-from detlab.engine.run_dir import release_output_dir
+from detlab.engine.run_dir import release_output_dir, trim_metrics
 from detlab.engine.train_step import TrainStepMixin
 from detlab.solver import build_lr_scheduler, build_optimizer
 from detlab.utils import comm
@@ -229,7 +229,7 @@ class Trainer(TrainStepMixin):
             if resume:
                 logger.info(f"No checkpoint in {self.cfg.OUTPUT_DIR}; starting from scratch.")
                 if comm.is_main_process():  # rows of a run killed before its first checkpoint
-                    _trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.jsonl"), 0)
+                    trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.jsonl"), 0)
             if self.cfg.MODEL.WEIGHTS:
                 self.load_weights(self.cfg.MODEL.WEIGHTS)
             return
@@ -249,7 +249,7 @@ class Trainer(TrainStepMixin):
             self._resume_rng = rng[comm.get_rank()]
         logger.info(f"Resumed from {path}: continuing at iteration {self.start_iter}")
         if comm.is_main_process():
-            _trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.jsonl"), self.start_iter)
+            trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.jsonl"), self.start_iter)
         comm.synchronize()
 
     def load_weights(self, path: str) -> None:
@@ -444,21 +444,6 @@ class _WriterHook(H.PeriodicWriter):
 
             self.writers = self.trainer.build_writers()
             self.console = ConsoleWriter(self.trainer.max_iter)
-
-
-def _trim_metrics(path: str, start_iter: int) -> None:
-    """Drop metrics.jsonl lines a killed run wrote after its last checkpoint."""
-    if not os.path.isfile(path):
-        return
-    keep = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                if json.loads(line).get("iteration", -1) < start_iter:
-                    keep.append(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by the crash
-    atomic_write_text(path, "".join(keep))
 
 
 def register_datasets(cfg: Any) -> None:
