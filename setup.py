@@ -38,6 +38,7 @@ setup(
         "tqdm>=4.65",
         "matplotlib>=3.7",
         "orjson>=3.9",
+        "pillow>=9.1",
     ],
     extras_require={
         "dev": [

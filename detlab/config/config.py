@@ -41,8 +41,9 @@ BASE_KEY = "_BASE_"
 _KEY_EQ_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)=(.*)$", re.S)
 _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}
-# Path-valued fields of DATASETS.REGISTER entries, resolved against the declaring file.
-_REGISTER_PATH_FIELDS = ("json_file", "image_root")
+# Path-valued fields of DATASETS.REGISTER entries, resolved against the declaring file (a list
+# of paths too; "split" only when it names a .txt list file).
+_REGISTER_PATH_FIELDS = ("json_file", "image_root", "root", "images", "labels", "names", "classes")
 
 
 class CfgNode(_FvCfgNode):
@@ -178,8 +179,21 @@ def _resolve_register_paths(data: dict, directory: str) -> None:
             continue
         for field in _REGISTER_PATH_FIELDS:
             value = entry.get(field)
-            if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
-                entry[field] = os.path.normpath(os.path.join(directory, value))
+            if isinstance(value, str):
+                entry[field] = _resolve_path(value, directory)
+            elif field == "images" and isinstance(value, list):
+                entry[field] = [
+                    _resolve_path(v, directory) if isinstance(v, str) else v for v in value
+                ]
+        split = entry.get("split")
+        if isinstance(split, str) and split.lower().endswith(".txt"):
+            entry["split"] = _resolve_path(split, directory)
+
+
+def _resolve_path(value: str, directory: str) -> str:
+    if value and not os.path.isabs(os.path.expanduser(value)):
+        return os.path.normpath(os.path.join(directory, value))
+    return value
 
 
 def _deep_update(dst: dict, src: Mapping) -> None:

@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from detlab.data import counters, worker_watch
 from detlab.data.catalog import DatasetCatalog, MetadataCatalog
-from detlab.data.datasets.coco import load_stats, register_from_config
+from detlab.data.datasets.quirks import check_unique_images, load_counters
+from detlab.data.datasets.register import register_from_config
 from detlab.data.mappers.build import MAPPER_REGISTRY
 from detlab.data.samplers import (
     GroupedBatchStream,
@@ -73,6 +74,7 @@ def get_detection_dataset_dicts(
     if not names:
         raise UserError("No dataset given; set DATASETS.TRAIN / DATASETS.TEST.")
     dicts: list[dict] = []
+    owners: list[str] = []
     classes = None
     for name in names:
         part = DatasetCatalog.get(name)
@@ -86,6 +88,9 @@ def get_detection_dataset_dicts(
         if not part:
             logger.warning("Dataset '%s' is empty.", name)
         dicts.extend(part)
+        owners.extend([name] * len(part))
+    if len(names) > 1:  # each reader checks its own set; an image may not be in two of them
+        check_unique_images(dicts, lambda i: f"dataset '{owners[i]}'", f"Datasets {names}")
     if filter_empty:
         before = len(dicts)
         dicts = [d for d in dicts if any(not a.get("iscrowd", 0) for a in d.get("annotations", []))]
@@ -186,6 +191,7 @@ class _Loader:
         self.dataset, self.num_workers = dataset, int(num_workers)
         self._stats: Counter = Counter({k: 0 for k in _STAT_KEYS})
         self._stats.update(base_stats)
+        self.base_stats = dict(base_stats)  # counted by the dataset readers, the same per rank
 
     def stats(self) -> dict[str, int]:
         """Running counts: ``skipped_images``, ``dropped_boxes``, ``clipped_boxes``, ..."""
@@ -373,10 +379,7 @@ def build_detection_train_loader(
     stream = GroupedBatchStream(sampler, total // world, groups)
     base = Counter()
     for n in cfg.DATASETS.TRAIN if dataset_given is None else ():
-        meta = MetadataCatalog.get(n)
-        if "json_file" in meta and "image_root" in meta.__dict__:
-            stats = load_stats(meta.json_file)
-            base.update({k: stats.get(k, 0) for k in ("dropped_boxes", "clipped_boxes")})
+        base.update(load_counters(n))  # what the dataset's reader skipped, dropped, clipped
     return TrainDataLoader(
         dataset,
         mapper,

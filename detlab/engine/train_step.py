@@ -26,6 +26,7 @@ from detlab.utils.events import get_event_storage
 __all__ = ["TrainStepMixin"]
 
 logger = logging.getLogger("detlab")
+DATA_COUNTERS = ("skipped_images", "dropped_boxes", "clipped_boxes", "worker_failures")
 
 
 class TrainStepMixin:
@@ -145,9 +146,26 @@ class TrainStepMixin:
                 "clip/count": self.clip_count,
             },
         )
+        storage.put_scalars(smoothing_hint=False, **self._data_counters())
         if outcome == "rollback":
             self.rollback()
             storage.put_scalar("nan/rollbacks", guard.rollbacks, smoothing_hint=False)
+
+    def _data_counters(self) -> dict[str, float]:
+        """``data/<key>`` running totals of the train loader (images skipped as unreadable,
+        boxes dropped or clipped by the dataset reader and the mapper, dead-worker fallbacks),
+        summed over DDP processes; empty for loaders without ``stats()``."""
+        loader = getattr(self, "_train_loader", None)
+        if not callable(getattr(loader, "stats", None)):
+            return {}
+        stats, base = loader.stats(), getattr(loader, "base_stats", {})
+        counts = [float(stats.get(k, 0)) for k in DATA_COUNTERS]
+        if comm.get_world_size() > 1:  # reader counts are the same on every rank: add them once
+            own = [c - base.get(k, 0) for c, k in zip(counts, DATA_COUNTERS, strict=True)]
+            t = torch.tensor(own, dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(t)
+            counts = [v + base.get(k, 0) for v, k in zip(t.tolist(), DATA_COUNTERS, strict=True)]
+        return {f"data/{k}": v for k, v in zip(DATA_COUNTERS, counts, strict=True)}
 
     def rollback(self) -> None:
         """Restore the newest healthy checkpoint and back off the LR (see ``nan_guard``)."""

@@ -63,7 +63,7 @@ class Trainer(TrainStepMixin):
         self.last_eval: tuple[int, dict] | None = None
         self.clip_count = 0
         self._resume_rng: Any = None
-        self.train_loader: Any = None
+        self._train_loader: Any = None
         register_datasets(cfg)
 
         model = self.build_model(cfg)
@@ -295,7 +295,7 @@ class Trainer(TrainStepMixin):
                 return self._final_metrics()
         logger.info(f"Starting training from iteration {self.start_iter} to {self.max_iter}")
         loader = self.build_train_loader(cfg, start_iter=self.start_iter * self.accum)
-        self.train_loader = loader
+        self._train_loader = loader  # its stats() become the data/* scalars
         self._data_iter = iter(loader)
         ddp = comm.get_world_size() > 1 and unwrap_model(self.model) is self.model
         if cfg.TRAINER.PREFLIGHT or ddp:
@@ -347,14 +347,10 @@ class Trainer(TrainStepMixin):
                 logger.warning(f"{type(h).__name__}.after_train failed while stopping: {err}")
 
     def _after_run_step(self, rolled_back: bool) -> None:
-        """Feed the NaN guard's health record and log the loader's data counters."""
+        """Feed the NaN guard's health record with this iteration's total loss."""
         total = self.storage.latest().get("total_loss")
         if not rolled_back:  # after a rollback the window is the target's
             self.nan_guard.observe_loss(total[0] if total and total[1] == self.iter else None)
-        stats = getattr(self.train_loader, "stats", None)
-        if callable(stats):
-            counts = {f"data/{k}": float(v) for k, v in stats().items()}
-            self.storage.put_scalars(smoothing_hint=False, **counts)
 
     def _stop_preempted(self, signum: int | None) -> None:
         """Save a checkpoint after this iteration (unless one was just saved) and stop."""

@@ -156,7 +156,7 @@ class ConsoleWriter(EventWriter):
             parts.append(f"data: {storage.median('data_time', self.window):.3f} s")
         if "grad_norm" in latest:
             parts.append(f"grad_norm: {latest['grad_norm'][0]:.3g}")
-        for k in ("nan/skipped", "nan/rollbacks", "clip/count"):
+        for k in ("nan/skipped", "nan/rollbacks", "clip/count", "data/skipped_images"):
             if k in latest and latest[k][0]:
                 parts.append(f"{k}: {int(latest[k][0])}")
         parts.append(f"mem: {peak_memory_mb():.0f} MB")

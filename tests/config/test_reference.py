@@ -32,7 +32,7 @@ def test_reference_lists_every_key_with_its_default():
 def test_descriptions_come_from_comments_at_the_defaults():
     described = key_descriptions()
     assert "1 for single-channel SAR" in described["MODEL.BACKBONE.IN_CHANNELS"]
-    assert described["DATASETS.REGISTER"].startswith("COCO datasets registered from the config")
+    assert described["DATASETS.REGISTER"].startswith("Datasets registered from the config file")
 
 
 def test_check_mode_detects_a_stale_file(tmp_path):

@@ -1,8 +1,12 @@
-"""Data-test fixtures: a private DETLAB_DATA and tiny synthetic SAR sets in tmp folders."""
+"""Data-test fixtures: a private DETLAB_DATA, tiny synthetic SAR sets in tmp folders, quirky
+VOC/YOLO folder builders."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import os
+import sys
 
 import pytest
 
@@ -10,6 +14,25 @@ from detlab.config import get_cfg
 from detlab.data import DatasetCatalog, MetadataCatalog, SyntheticSARSpec, register_synthetic_sar
 
 _counter = itertools.count()
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+
+@pytest.fixture(scope="session")
+def folders():
+    """The VOC/YOLO folder builders of ``_folders.py``."""
+    return importlib.import_module("_folders")
+
+
+@pytest.fixture
+def forget():
+    """``forget(*names)``: datasets to unregister (with metadata) after the test."""
+    names: list[str] = []
+    yield names.extend
+    for n in names:
+        DatasetCatalog.remove(n)
+        MetadataCatalog.remove(n)
 
 
 @pytest.fixture(autouse=True)

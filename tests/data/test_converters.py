@@ -95,7 +95,7 @@ def test_yolo_round_trip(tmp_path):
         assert [g[0] for g in got[stem]] == [o[0] for o in objs]
         assert np.allclose([g[1:] for g in got[stem]], [o[1:] for o in objs], atol=1e-3) or not objs
     (tmp_path / "labels" / "img_a.txt").write_text("5 0.5 0.5 0.1 0.1\n")
-    with pytest.raises(UserError, match="class index 5"):
+    with pytest.raises(UserError, match=r"img_a\.txt:1: class id 5 is outside 0\.\.1"):
         yolo_to_coco(str(tmp_path / "images"), str(tmp_path / "labels"), classes)
 
 
@@ -159,3 +159,46 @@ def test_scripts_run(tmp_path):
         timeout=120,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.json" in bad.stderr
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "datasets" / name), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_prepare_voc_prints_each_quirk_and_writes_what_the_reader_reads(tmp_path, folders):
+    folders.build_quirky_voc(tmp_path / "voc")
+    out = str(tmp_path / "voc.json")
+    voc = _script(
+        "prepare_voc.py", "--voc-root", str(tmp_path / "voc"), "--split", "train", "--out", out
+    )
+    assert voc.returncode == 0, voc.stderr
+    assert "voc.json: 12 images, 14 boxes, classes ['boat', 'ship']" in voc.stdout
+    for text in (
+        "1 annotation files name another image in <filename>",
+        "1 boxes have NaN",
+        "1 images are byte-identical copies",
+        "1 listed images have no annotation file",
+    ):
+        assert voc.stderr.count(text) == 1, text  # fmt: skip
+    data = json.loads((tmp_path / "voc.json").read_text())
+    assert len(COCO(str(tmp_path / "voc.json")).getImgIds()) == 12
+    assert {im["file_name"] for im in data["images"]} >= {"000002.png", "000014.jpg"}
+
+
+def test_prepare_yolo_in_process(tmp_path, folders, capsys, caplog):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "prepare_yolo", ROOT / "datasets" / "prepare_yolo.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    folders.build_quirky_yolo(tmp_path / "ships")
+    ships, out = str(tmp_path / "ships"), str(tmp_path / "y.json")
+    assert tool.main(["--root", ships, "--split", "train", "--out", out]) == 0
+    assert "y.json: 6 images, 8 boxes, classes ['ship', 'boat']" in capsys.readouterr().out
+    assert "1 label files have no image; ignored" in caplog.text
+    assert tool.main(["--root", ships, "--split", "test", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no 'test' entry" in err

@@ -11,9 +11,13 @@ def add_data_defaults(cfg: CN) -> None:
     cfg.DATASETS.TRAIN = ("sar_ships_synth_train",)
     # catalog names evaluated during and after training
     cfg.DATASETS.TEST = ("sar_ships_synth_val",)
-    # COCO datasets registered from the config file, no Python needed. Each entry is a mapping
-    # {name: str, json_file: str, image_root: str}; relative paths are resolved against the
-    # directory of the config file that declares them.
+    # Datasets registered from the config file, no Python needed. Each entry is a mapping with
+    # name, format (coco | voc | yolo; default coco) and that format's fields: coco {json_file,
+    # image_root}; voc {root, split, classes, image_dir, annotation_dir, difficult: keep|crowd|
+    # drop, one_based}; yolo {root (folder or data.yaml), split, images, labels, names}. Any
+    # entry may add split_ratios {part: fraction} (+ split_seed, group_pattern) to also register
+    # <name>_<part> sets with no image in two parts. Relative paths are resolved against the
+    # directory of the config file that declares them. See datasets/README.md.
     cfg.DATASETS.REGISTER = []
 
     cfg.DATALOADER = CN()
