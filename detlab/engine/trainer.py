@@ -357,8 +357,9 @@ class Trainer(TrainStepMixin):
         import signal as _signal
 
         name = f"model_{self.iter:07d}"
-        last = self.checkpointer.last_checkpoint()
-        if last is None or os.path.basename(last) != f"{name}.pth":
+        last = self.checkpointer.last_checkpoint() if comm.is_main_process() else None
+        saved = last is not None and os.path.basename(last) == f"{name}.pth"
+        if not comm.broadcast_object(saved):  # every rank takes part in the save
             self.save_checkpoint(name, tag_last=True)
         sig = _signal.Signals(signum).name if signum else "a preemption signal (on another rank)"
         note = request_requeue(signum) if signum and comm.is_main_process() else ""
