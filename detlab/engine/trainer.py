@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 from typing import Any
 
 import torch
@@ -271,7 +272,7 @@ class Trainer(TrainStepMixin):
     def train(self) -> dict[str, Any]:
         """Run iterations ``start_iter .. MAX_ITER-1``; return (and write) the final metrics.
 
-        SIGTERM or SIGUSR1 end the run after the current iteration with a checkpoint
+        SIGTERM, SIGUSR1 or SIGUSR2 end the run after the current iteration with a checkpoint
         (:class:`~detlab.engine.preemption.TrainingPreempted`). At the end, in any way, the
         lock on ``OUTPUT_DIR`` taken by :func:`~detlab.engine.default_setup` is released.
         """
@@ -354,14 +355,12 @@ class Trainer(TrainStepMixin):
 
     def _stop_preempted(self, signum: int | None) -> None:
         """Save a checkpoint after this iteration (unless one was just saved) and stop."""
-        import signal as _signal
-
         name = f"model_{self.iter:07d}"
         last = self.checkpointer.last_checkpoint() if comm.is_main_process() else None
         saved = last is not None and os.path.basename(last) == f"{name}.pth"
         if not comm.broadcast_object(saved):  # every rank takes part in the save
             self.save_checkpoint(name, tag_last=True)
-        sig = _signal.Signals(signum).name if signum else "a preemption signal (on another rank)"
+        sig = signal.Signals(signum).name if signum else "a preemption signal (on another rank)"
         note = request_requeue(signum) if signum and comm.is_main_process() else ""
         raise TrainingPreempted(
             f"Stopped by {sig} after iteration {self.iter}: saved {name}.pth in "
