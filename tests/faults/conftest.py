@@ -1,10 +1,10 @@
-"""Helpers of the fault tier: training processes to signal, tiny file systems, references.
+"""Fixtures of the fault tier: reference runs, a SIGKILLed run, tiny file systems.
 
 Every test module here sets ``pytestmark = pytest.mark.faults`` (run them with
-``pytest -m faults``; CI does). Runs are real
-``train_net`` processes (``_train.py``: the toy detector of ``tests/engine/_toy.py``, the real
-loader with worker processes, or a linear regressor that diverges), faults are real: signals
-to real processes, a tmpfs of a few MB, a read-only mount, two concurrent runs.
+``pytest -m faults``; CI does). Runs are real ``train_net`` processes (``_train.py``: the toy
+detector of ``tests/engine/_toy.py``, the real loader with worker processes, or a linear
+regressor that diverges); faults are real: signals to real processes, a tmpfs of a few MB, a
+read-only mount, two concurrent runs.
 """
 
 from __future__ import annotations
