@@ -10,7 +10,7 @@ allowed), 1 when one fails, 2 when the config itself is invalid (one line on std
 
 import sys
 
-from detlab.diagnostics.runner import main
+from detlab.diagnostics.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,13 +11,9 @@ everything (model, optimizer, schedule, RNG, data position, NaN-guard state) fro
 ``OUTPUT_DIR/last_checkpoint``.
 """
 
-from __future__ import annotations
-
 import sys
 
-from detlab.engine.main import main_from_args
-from detlab.utils.cli import default_argument_parser
+from detlab.engine.cli import main
 
 if __name__ == "__main__":
-    args = default_argument_parser(__doc__.splitlines()[0]).parse_args()
-    sys.exit(main_from_args(args))
+    sys.exit(main())

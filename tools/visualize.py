@@ -12,7 +12,7 @@ Ground truth is drawn solid, predictions dashed with their score; one colour per
 
 import sys
 
-from detlab.utils.visualize_cli import main
+from detlab.visualization.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

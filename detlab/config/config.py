@@ -18,7 +18,7 @@ import copy
 import difflib
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -385,8 +385,3 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_to_plain(v) for v in value]
     return value
-
-
-def iter_overrides_keys(opts: Iterable[str]) -> list[str]:
-    """Just the keys of a list of override tokens (for validation before running anything)."""
-    return [k for k, _ in parse_overrides(list(opts))]

@@ -18,7 +18,6 @@ an exception elsewhere in the training step (see :mod:`detlab.data.worker_watch`
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import traceback
 from collections import Counter
@@ -34,7 +33,7 @@ from detlab.data import counters, worker_watch
 from detlab.data.catalog import DatasetCatalog, MetadataCatalog
 from detlab.data.datasets.quirks import check_unique_images, load_counters
 from detlab.data.datasets.register import register_from_config
-from detlab.data.mappers.build import MAPPER_REGISTRY
+from detlab.data.mappers.build import MAPPER_REGISTRY, check_mapper
 from detlab.data.samplers import (
     GroupedBatchStream,
     InferenceSampler,
@@ -100,38 +99,15 @@ def get_detection_dataset_dicts(
 
 
 def build_mapper(cfg: Any, is_train: bool) -> Callable:
-    """The ``DATALOADER.MAPPER`` class built from the config."""
-    cls = MAPPER_REGISTRY.get(cfg.DATALOADER.MAPPER)
-    return cls(**cls.from_config(cfg, is_train))
-
-
-def _call_mapper(mapper: Callable, d: dict, rng: np.random.Generator) -> dict | None:
-    if getattr(mapper, "_takes_rng", None) is None:
-        import inspect
-
-        try:
-            params = inspect.signature(mapper).parameters
-            takes = "rng" in params or len(params) >= 2
-        except (TypeError, ValueError):
-            takes = False
-        with contextlib.suppress(AttributeError):
-            mapper._takes_rng = takes
-    if getattr(mapper, "_takes_rng", False):
-        return mapper(d, rng)
-    # A mapper without an rng argument: seed the global generators it may use.
-    import random
-
-    seed = int(rng.integers(2**31 - 1))
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return mapper(d)
+    """The ``DATALOADER.MAPPER`` mapper built from the config (checked: ``mapper(d, rng)``)."""
+    return MAPPER_REGISTRY.build(cfg.DATALOADER.MAPPER, cfg, is_train)
 
 
 class _PositionDataset(Dataset):
     """Map-style view: key ``(position, index)`` → ``(mapped dict, counts)``."""
 
     def __init__(self, dicts: list[dict], mapper: Callable, seed: int, random_fallback: bool):
+        check_mapper(mapper)
         self.dicts, self.mapper, self.seed = dicts, mapper, seed
         self.random_fallback = random_fallback
 
@@ -150,7 +126,7 @@ class _PositionDataset(Dataset):
             d = self.dicts[index]
             with counters.collect() as counts:
                 try:
-                    out = _call_mapper(self.mapper, d, rng)
+                    out = self.mapper(d, rng)
                 except UserError:
                     raise
                 except Exception as err:  # bad data must not end a run

@@ -67,7 +67,7 @@ def _test_image(cfg: Any, batch: list[dict]) -> torch.Tensor:
 
 def check_model(cfg: Any, report: Report, batch: list[dict]) -> nn.Module | None:
     """Build the model, count parameters and FLOPs, load MODEL.WEIGHTS, run forward+backward."""
-    from detlab.modeling import build_model, load_weights
+    from detlab.modeling import build_model, load_model_weights
 
     s = "model"
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def check_model(cfg: Any, report: Report, batch: list[dict]) -> nn.Module | None
         res = report.run(
             s,
             "MODEL.WEIGHTS",
-            lambda: load_weights(model, cfg.MODEL.WEIGHTS),
+            lambda: load_model_weights(model, cfg.MODEL.WEIGHTS),
             "check the MODEL.WEIGHTS path and that it holds a state dict.",
         )
         if res is not None:  # fmt: skip

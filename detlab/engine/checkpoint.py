@@ -290,11 +290,10 @@ class Checkpointer:
         return None
 
     # ------------------------------------------------------------------ loading
-    def load(
-        self, path: str, *, model_only: bool = False, exclude: tuple[str, ...] = ()
-    ) -> dict[str, Any]:
-        """Restore model (and, unless ``model_only``, optimizer/scheduler/scaler/EMA except
-        the names in ``exclude``).
+    def load(self, path: str, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Restore model, optimizer, scheduler, scaler and EMA (except the names in
+        ``exclude``) to continue a run; initial weights go through
+        :func:`detlab.modeling.load_model_weights` instead.
 
         Returns the remaining entries (``iteration``, ``rng``, trainer state, ...).
         """
@@ -304,35 +303,26 @@ class Checkpointer:
             model_state = data  # a bare state dict
             data = {}
         try:
-            incompatible = unwrap_model(self.model).load_state_dict(
-                model_state, strict=not model_only
-            )
+            unwrap_model(self.model).load_state_dict(model_state)
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(
                 f"Checkpoint {path} does not fit this model ({first.rstrip('.:')}); it was "
                 "written by a different config, so use another OUTPUT_DIR or drop --resume."
             ) from None
-        if model_only and (incompatible.missing_keys or incompatible.unexpected_keys):
-            logger.warning(
-                f"Loaded {path}: {len(incompatible.missing_keys)} missing keys "
-                f"{incompatible.missing_keys[:5]}, {len(incompatible.unexpected_keys)} unexpected "
-                f"keys {incompatible.unexpected_keys[:5]}."
-            )
-        if not model_only:
-            for key, obj in (
-                ("optimizer", self.optimizer),
-                ("scheduler", self.scheduler),
-                ("scaler", self.scaler),
-                ("ema", self.ema),
-            ):
-                if obj is not None and key in data and key not in exclude:
-                    try:
-                        obj.load_state_dict(data.pop(key))
-                    except (ValueError, KeyError, RuntimeError) as err:
-                        raise UserError(
-                            f"Checkpoint {path}: the saved {key} state does not fit this run "
-                            f"({type(err).__name__}); it was written by a different config, so "
-                            "use another OUTPUT_DIR or drop --resume."
-                        ) from None
+        for key, obj in (
+            ("optimizer", self.optimizer),
+            ("scheduler", self.scheduler),
+            ("scaler", self.scaler),
+            ("ema", self.ema),
+        ):
+            if obj is not None and key in data and key not in exclude:
+                try:
+                    obj.load_state_dict(data.pop(key))
+                except (ValueError, KeyError, RuntimeError) as err:
+                    raise UserError(
+                        f"Checkpoint {path}: the saved {key} state does not fit this run "
+                        f"({type(err).__name__}); it was written by a different config, so "
+                        "use another OUTPUT_DIR or drop --resume."
+                    ) from None
         return data

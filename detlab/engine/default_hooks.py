@@ -120,7 +120,8 @@ class _MetricTracker:
 
 
 class BestCheckpointer(HookBase):
-    """Writes ``model_best.pth`` whenever the tracked metric improves."""
+    """Writes ``model_best.pth`` through ``checkpointer`` (a
+    :class:`~detlab.engine.checkpoint.Checkpointer`) whenever the tracked metric improves."""
 
     def __init__(self, checkpointer: Any, metric: str = "bbox/AP", mode: str = "max") -> None:
         self.checkpointer = checkpointer
@@ -184,19 +185,25 @@ class EarlyStopping(HookBase):
 
 class PeriodicCheckpointer(HookBase):
     """``model_<iter>.pth`` every ``period`` iterations (tagged in ``last_checkpoint``) and
-    ``model_final.pth`` after the last iteration or an early stop."""
+    ``model_final.pth`` after the last iteration or an early stop, each with the trainer's
+    ``training_state()`` so a resumed run continues exactly."""
 
     def __init__(self, checkpointer: Any, period: int) -> None:
         self.checkpointer = checkpointer
         self.period = period
 
+    def _save(self, name: str, tag_last: bool = False) -> None:
+        state = self.trainer.training_state()  # every rank: it gathers the RNG states
+        self.checkpointer.save(name, tag_last=tag_last, **state)
+        comm.synchronize()
+
     def after_step(self) -> None:
         it = self.trainer.iter
         final = it + 1 == self.trainer.max_iter or self.trainer.stop_reason is not None
         if self.period > 0 and (it + 1) % self.period == 0 or final:
-            self.trainer.save_checkpoint(f"model_{it:07d}", tag_last=True)
+            self._save(f"model_{it:07d}", tag_last=True)
         if final:
-            self.trainer.save_checkpoint("model_final")
+            self._save("model_final")
 
 
 class PeriodicWriter(HookBase):

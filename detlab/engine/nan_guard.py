@@ -96,22 +96,22 @@ class NaNGuard:
         self.loss_reference: float | None = None
 
     @classmethod
-    def from_config(cls, cfg: Any) -> NaNGuard:
+    def from_config(cls, cfg: Any) -> dict[str, Any]:
         g = cfg.SOLVER.NAN_GUARD
-        return cls(
-            enabled=g.ENABLED,
-            max_consecutive=g.MAX_CONSECUTIVE,
-            window=g.WINDOW,
-            max_skip_rate=g.MAX_SKIP_RATE,
-            lr_backoff=g.LR_BACKOFF,
-            max_rollbacks=g.MAX_ROLLBACKS,
-            inject_iters=g.INJECT.ITERS,
-            inject_kind=g.INJECT.KIND,
-            inject_value=g.INJECT.VALUE,
-            health_window=g.HEALTHY.WINDOW,
-            max_loss_ratio=g.HEALTHY.MAX_LOSS_RATIO,
-            amp_off_after_rollback=g.AMP_OFF_AFTER_ROLLBACK,
-        )
+        return {
+            "enabled": g.ENABLED,
+            "max_consecutive": g.MAX_CONSECUTIVE,
+            "window": g.WINDOW,
+            "max_skip_rate": g.MAX_SKIP_RATE,
+            "lr_backoff": g.LR_BACKOFF,
+            "max_rollbacks": g.MAX_ROLLBACKS,
+            "inject_iters": g.INJECT.ITERS,
+            "inject_kind": g.INJECT.KIND,
+            "inject_value": g.INJECT.VALUE,
+            "health_window": g.HEALTHY.WINDOW,
+            "max_loss_ratio": g.HEALTHY.MAX_LOSS_RATIO,
+            "amp_off_after_rollback": g.AMP_OFF_AFTER_ROLLBACK,
+        }
 
     def injects(self, iteration: int, kind: str) -> bool:
         """Whether to inject a non-finite value of ``kind`` at ``iteration`` (debug option)."""

@@ -19,10 +19,10 @@ def draw_detections(
 ) -> torch.Tensor:
     """Boxes are XYXY in ``image``'s pixels; returns a 3×H×W uint8 image.
 
-    Drawn by :func:`detlab.utils.visualizer.draw_on_tensor`, the code ``tools/visualize.py``
+    Drawn by :func:`detlab.visualization.draw_on_tensor`, the code ``tools/visualize.py``
     uses: ground truth solid green, predictions dashed red.
     """
-    from detlab.utils.visualizer import draw_on_tensor
+    from detlab.visualization.draw import draw_on_tensor
 
     return draw_on_tensor(
         image,

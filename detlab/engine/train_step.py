@@ -1,141 +1,246 @@
-"""One training iteration: AMP, gradient accumulation, NaN guard, clipping, EMA, rollback.
+"""One training iteration as an object: forward → check → backward → clip → step.
 
-:class:`TrainStepMixin` is part of :class:`detlab.engine.Trainer`; it expects the trainer's
-attributes (``model``, ``optimizer``, ``scheduler``, ``scaler``, ``ema``, ``nan_guard``,
-``checkpointer``, ``hooks``, ``cfg``, ``iter``, ``accum``, ``device``, ``clip_count``,
-``_data_iter``).
+:class:`TrainStep` owns what one optimizer step touches: the model, the optimizer, AMP
+(autocast dtype and fp16 gradient scaler), the gradient clipper, the NaN guard and the EMA.
+The trainer calls it once per iteration with its batch iterator and gets back the NaN guard's
+verdict (``"ok"``, ``"skip"`` or ``"rollback"``; rolling back is the trainer's job, it owns
+the checkpoints and the schedule).
+
+Phases of :meth:`TrainStep.__call__`:
+
+1. **forward** each of the ``accum_steps`` loader batches under autocast;
+2. **check** every loss term for non-finite values (agreed over DDP processes); a bad batch
+   skips the step, but the remaining batches are still drawn so the data position stays exact;
+3. **backward** the loss divided by ``accum_steps`` (gradients synchronise on the last batch);
+4. **clip**: unscale (fp16), global gradient norm (non-finite → skip, or on fp16 an overflow
+   the scaler absorbs), then the clipper;
+5. **step** the optimizer (through the scaler on fp16) and update the EMA.
+
+Logged each iteration: the loss terms and ``total_loss``, ``grad_norm``, ``data_time``,
+``nan/skipped``, ``nan/consecutive``, ``nan/rollbacks``, ``clip/count`` (and
+``clip/params_clipped``, ``amp/overflow`` when they happen).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
 from detlab.engine.checkpoint import unwrap_model
-from detlab.solver import clip_gradients, global_grad_norm
+from detlab.engine.nan_guard import NaNGuard
+from detlab.solver import GradientClipper, build_gradient_clipper, global_grad_norm
 from detlab.utils import comm
 from detlab.utils.errors import ConfigError
 from detlab.utils.events import get_event_storage
 
-__all__ = ["TrainStepMixin"]
+__all__ = ["TrainStep", "amp_settings"]
 
 logger = logging.getLogger("detlab")
-DATA_COUNTERS = ("skipped_images", "dropped_boxes", "clipped_boxes", "worker_failures")
 
 
-class TrainStepMixin:
-    """``run_step`` and ``rollback`` of the trainer."""
+def amp_settings(cfg: Any, device: torch.device) -> tuple[torch.dtype | None, Any]:
+    """``SOLVER.AMP`` → (autocast dtype or None, ``GradScaler`` or None).
 
-    def _setup_amp(self, cfg: Any) -> None:
-        amp = cfg.SOLVER.AMP
-        self.amp_dtype: torch.dtype | None = None
-        self.scaler = None
-        if not amp.ENABLED:
+    CUDA: bf16 or fp16 (fp16 with a gradient scaler). CPU: bf16 (fp16 falls back, warned).
+    """
+    amp = cfg.SOLVER.AMP
+    if not amp.ENABLED:
+        return None, None
+    if amp.DTYPE not in ("bfloat16", "float16"):
+        raise ConfigError(f"SOLVER.AMP.DTYPE must be bfloat16 or float16, got '{amp.DTYPE}'.")
+    if device.type == "cuda":
+        dtype = getattr(torch, amp.DTYPE)
+        return dtype, torch.amp.GradScaler("cuda") if dtype is torch.float16 else None
+    if amp.DTYPE == "float16":
+        logger.warning("SOLVER.AMP.DTYPE float16 is CUDA-only; using bfloat16 on CPU.")
+    return torch.bfloat16, None
+
+
+class TrainStep:
+    """One optimizer step over ``accum_steps`` loader batches (see the module docstring).
+
+    Args:
+        model: the detector (training mode returns a dict of scalar losses); may be replaced by
+            its DDP wrapper later (assign ``train_step.model``).
+        optimizer: its optimizer.
+        nan_guard: decides skip / rollback on non-finite steps; disabled, a non-finite loss
+            raises ``FloatingPointError`` (Detectron2's behaviour).
+        clipper: gradient clipper, or None for no clipping.
+        grad_norm_type: p of the logged global gradient norm.
+        accum_steps: loader batches per optimizer step.
+        amp_dtype, scaler: from :func:`amp_settings`.
+        ema: optional :class:`~detlab.engine.ema.ModelEMA`, updated after each step.
+        device: where losses are all-reduced (the model's device).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        nan_guard: NaNGuard,
+        *,
+        clipper: GradientClipper | None = None,
+        grad_norm_type: float = 2.0,
+        accum_steps: int = 1,
+        amp_dtype: torch.dtype | None = None,
+        scaler: Any = None,
+        ema: Any = None,
+        device: torch.device | None = None,
+    ) -> None:
+        self.model, self.optimizer, self.nan_guard = model, optimizer, nan_guard
+        self.clipper, self.grad_norm_type = clipper, float(grad_norm_type)
+        self.accum_steps = max(1, int(accum_steps))
+        self.amp_dtype, self.scaler, self.ema = amp_dtype, scaler, ema
+        self.device = device or next(iter(model.parameters())).device
+        self.clip_count = 0  # iterations in which the clipper changed a gradient
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Any,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        nan_guard: NaNGuard,
+        ema: Any = None,
+    ) -> dict[str, Any]:
+        device = next(iter(model.parameters())).device
+        amp_dtype, scaler = amp_settings(cfg, device)
+        return {
+            "model": model,
+            "optimizer": optimizer,
+            "nan_guard": nan_guard,
+            "clipper": build_gradient_clipper(cfg),
+            "grad_norm_type": cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE,
+            "accum_steps": cfg.SOLVER.GRAD_ACCUM_STEPS,
+            "amp_dtype": amp_dtype,
+            "scaler": scaler,
+            "ema": ema,
+            "device": device,
+        }
+
+    # ------------------------------------------------------------------ phases
+    def forward(self, data: list[dict], iteration: int, first: bool) -> dict[str, torch.Tensor]:
+        """Losses of one loader batch (float32), with the NaN guard's debug injections."""
+        guard = self.nan_guard
+        if first and guard.injects(iteration, "input"):
+            data = _inject_input(data, guard.inject_value)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            loss_dict = self.model(data)
+        loss_dict = {k: v.float() for k, v in loss_dict.items()}
+        if first and guard.injects(iteration, "loss"):
+            k = sorted(loss_dict)[0]
+            loss_dict[k] = loss_dict[k] + guard.inject_value
+        return loss_dict
+
+    def check(self, loss_dict: dict[str, torch.Tensor], iteration: int, logged: dict) -> str:
+        """ "" when every term is finite on every process, else what was not finite."""
+        bad = [k for k, v in loss_dict.items() if not bool(torch.isfinite(v).all())]
+        if not comm.all_reduce_any(bool(bad), self.device):
+            return ""
+        if not self.nan_guard.enabled:
+            raise FloatingPointError(
+                f"Loss became infinite or NaN at iteration={iteration}! loss_dict = {logged}"
+            )
+        return f"loss ({', '.join(bad) or 'on another process'})"
+
+    def backward(self, loss_dict: dict[str, torch.Tensor], last: bool) -> None:
+        """Backward of the summed losses / ``accum_steps``; DDP syncs on the last batch only."""
+        losses = sum(loss_dict.values()) / self.accum_steps
+        defer = not last and hasattr(self.model, "no_sync")
+        with self.model.no_sync() if defer else contextlib.nullcontext():
+            (self.scaler.scale(losses) if self.scaler is not None else losses).backward()
+
+    def grad_norm(self, params: list[nn.Parameter], iteration: int) -> tuple[float, bool]:
+        """Unscale (fp16); return this process's global gradient norm and whether the norms
+        are finite on every process."""
+        if self.nan_guard.injects(iteration, "grad"):
+            _inject_grad(params, self.nan_guard.inject_value)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        norm = float(global_grad_norm(params, self.grad_norm_type))
+        return norm, not comm.all_reduce_any(not _finite(norm), self.device)
+
+    def clip(self, params: list[nn.Parameter], grad_norm: float) -> None:
+        if self.clipper is None:
             return
-        if amp.DTYPE not in ("bfloat16", "float16"):
-            raise ConfigError(f"SOLVER.AMP.DTYPE must be bfloat16 or float16, got '{amp.DTYPE}'.")
-        if self.device.type == "cuda":
-            self.amp_dtype = getattr(torch, amp.DTYPE)
-            if self.amp_dtype is torch.float16:
-                self.scaler = torch.amp.GradScaler("cuda")
+        n = self.clipper(params, torch.tensor(grad_norm))
+        self.clip_count += int(n > 0)
+        get_event_storage().put_scalar("clip/params_clipped", n, smoothing_hint=False)
+
+    def step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         else:
-            if amp.DTYPE == "float16":
-                logger.warning("SOLVER.AMP.DTYPE float16 is CUDA-only; using bfloat16 on CPU.")
-            self.amp_dtype = torch.bfloat16
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(unwrap_model(self.model))
 
-    def _autocast(self) -> Any:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def run_step(self) -> None:
-        it, guard, storage = self.iter, self.nan_guard, get_event_storage()
+    # ------------------------------------------------------------------ one iteration
+    def __call__(
+        self,
+        data_iter: Iterator[list[dict]],
+        iteration: int,
+        after_backward: Callable[[], None] | None = None,
+    ) -> str:
+        """Run one iteration; return the NaN guard's verdict ``"ok" | "skip" | "rollback"``."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        bad_what, data_time, loss_sums = "", 0.0, {}
-        for micro in range(self.accum):
+        bad, data_time, logged = "", 0.0, {}
+        for micro in range(self.accum_steps):
             t0 = time.perf_counter()
-            data = next(self._data_iter)
+            data = next(data_iter)
             data_time += time.perf_counter() - t0
-            if bad_what:
-                continue  # keep consuming so the data position stays exact
-            if guard.injects(it, "input") and micro == 0:
-                data = _inject_input(data, guard.inject_value)
-            with self._autocast():
-                loss_dict = self.model(data)
-            loss_dict = {k: v.float() for k, v in loss_dict.items()}
-            if guard.injects(it, "loss") and micro == 0:
-                k = sorted(loss_dict)[0]
-                loss_dict[k] = loss_dict[k] + guard.inject_value
+            if bad:
+                continue  # keep drawing batches so the data position stays exact
+            loss_dict = self.forward(data, iteration, first=micro == 0)
             for k, v in loss_dict.items():
-                loss_sums[k] = loss_sums.get(k, 0.0) + float(v.detach()) / self.accum
-            bad_terms = [k for k, v in loss_dict.items() if not bool(torch.isfinite(v).all())]
-            if comm.all_reduce_any(bool(bad_terms), self.device):
-                if not guard.enabled:
-                    raise FloatingPointError(
-                        f"Loss became infinite or NaN at iteration={it}! loss_dict = {loss_sums}"
-                    )
-                bad_what = f"loss ({', '.join(bad_terms) or 'on another process'})"
-                continue
-            losses = sum(loss_dict.values()) / self.accum
-            sync = self.accum > 1 and micro < self.accum - 1 and hasattr(self.model, "no_sync")
-            with self.model.no_sync() if sync else contextlib.nullcontext():
-                if self.scaler is not None:
-                    self.scaler.scale(losses).backward()
-                else:
-                    losses.backward()
-        for h in self.hooks:
-            h.after_backward()
+                logged[k] = logged.get(k, 0.0) + float(v.detach()) / self.accum_steps
+            bad = self.check(loss_dict, iteration, logged)
+            if not bad:
+                self.backward(loss_dict, last=micro == self.accum_steps - 1)
+        if after_backward is not None:
+            after_backward()
 
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        clip = self.cfg.SOLVER.CLIP_GRADIENTS
         grad_norm = float("nan")
-        if not bad_what:
-            if guard.injects(it, "grad"):
-                _inject_grad(params, guard.inject_value)
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            grad_norm = float(global_grad_norm(params, clip.NORM_TYPE))
-            if comm.all_reduce_any(not _finite(grad_norm), self.device):
-                bad_what = "gradient norm"
-        if self.scaler is not None and bad_what == "gradient norm":
-            self.scaler.update()  # fp16 overflow: the scaler lowers its scale
-            storage.put_scalar("amp/overflow", 1.0)
-            bad_what = ""
+        if not bad:
+            grad_norm, finite = self.grad_norm(params, iteration)
+            if not finite:
+                bad = "gradient norm"
+        verdict = "ok"
+        if self.scaler is not None and bad == "gradient norm":
+            self.scaler.update()  # fp16 overflow: the scaler lowers its scale, nothing is wrong
+            get_event_storage().put_scalar("amp/overflow", 1.0)
+        elif self.nan_guard.enabled:
+            verdict = self.nan_guard.record(iteration, bool(bad), bad)
+        if bad:
             self.optimizer.zero_grad(set_to_none=True)
-            outcome = "ok"
         else:
-            outcome = guard.record(it, bool(bad_what), bad_what) if guard.enabled else "ok"
-            if bad_what:
-                self.optimizer.zero_grad(set_to_none=True)
-            else:
-                if clip.ENABLED:
-                    norm = torch.tensor(grad_norm)
-                    n = clip_gradients(
-                        params, clip.CLIP_TYPE, clip.CLIP_VALUE, clip.NORM_TYPE, norm
-                    )
-                    self.clip_count += int(n > 0)
-                    storage.put_scalar("clip/params_clipped", n, smoothing_hint=False)
-                if self.scaler is not None:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-                if self.ema is not None:
-                    self.ema.update(unwrap_model(self.model))
+            self.clip(params, grad_norm)
+            self.step()
+        self._log(logged, grad_norm, data_time)
+        return verdict
 
+    def _log(self, logged: dict[str, float], grad_norm: float, data_time: float) -> None:
+        storage, guard = get_event_storage(), self.nan_guard
         storage.put_scalar("data_time", data_time)
-        loss_sums = _mean_over_processes(loss_sums, self.device)
-        for k, v in loss_sums.items():
+        logged = _mean_over_processes(logged, self.device)
+        for k, v in logged.items():
             storage.put_scalar(k, v)
-        if loss_sums:
-            storage.put_scalar("total_loss", sum(loss_sums.values()))
+        if logged:
+            storage.put_scalar("total_loss", sum(logged.values()))
         storage.put_scalar("grad_norm", grad_norm)
         storage.put_scalars(
             smoothing_hint=False,
@@ -146,44 +251,6 @@ class TrainStepMixin:
                 "clip/count": self.clip_count,
             },
         )
-        storage.put_scalars(smoothing_hint=False, **self._data_counters())
-        if outcome == "rollback":
-            self.rollback()
-            storage.put_scalar("nan/rollbacks", guard.rollbacks, smoothing_hint=False)
-
-    def _data_counters(self) -> dict[str, float]:
-        """``data/<key>`` running totals of the train loader (images skipped as unreadable,
-        boxes dropped or clipped by the dataset reader and the mapper, dead-worker fallbacks),
-        summed over DDP processes; empty for loaders without ``stats()``."""
-        loader = getattr(self, "_train_loader", None)
-        if not callable(getattr(loader, "stats", None)):
-            return {}
-        stats, base = loader.stats(), getattr(loader, "base_stats", {})
-        counts = [float(stats.get(k, 0)) for k in DATA_COUNTERS]
-        if comm.get_world_size() > 1:  # reader counts are the same on every rank: add them once
-            own = [c - base.get(k, 0) for c, k in zip(counts, DATA_COUNTERS, strict=True)]
-            t = torch.tensor(own, dtype=torch.float64, device=self.device)
-            torch.distributed.all_reduce(t)
-            counts = [v + base.get(k, 0) for v, k in zip(t.tolist(), DATA_COUNTERS, strict=True)]
-        return {f"data/{k}": v for k, v in zip(DATA_COUNTERS, counts, strict=True)}
-
-    def rollback(self) -> None:
-        """Restore the newest healthy checkpoint and back off the LR (see ``nan_guard``)."""
-        target = self.checkpointer.rollback_target()
-        self.nan_guard.start_rollback(target)
-        assert target is not None
-        data = self.checkpointer.load(target, exclude=("scheduler",))
-        self.nan_guard.restore_health(data.get("nan_guard", {}))
-        self.scheduler.backoff(self.nan_guard.lr_backoff)
-        self.optimizer.zero_grad(set_to_none=True)
-        logger.warning(
-            f"Rolled back to {os.path.basename(target)} (iteration {data.get('iteration')}), "
-            f"the newest healthy checkpoint, after repeated non-finite steps; LR multiplied by "
-            f"{self.nan_guard.lr_backoff} (now x{self.scheduler.lr_multiplier:g}); rollback "
-            f"{self.nan_guard.rollbacks}/{self.nan_guard.max_rollbacks}."
-        )
-        if self.nan_guard.amp_off_after_rollback:
-            self.disable_amp("SOLVER.NAN_GUARD.AMP_OFF_AFTER_ROLLBACK after a rollback")
 
 
 def _mean_over_processes(values: dict[str, float], device: torch.device) -> dict[str, float]:

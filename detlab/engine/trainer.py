@@ -8,10 +8,11 @@ Typical use (what ``tools/train_net.py`` does)::
     final_metrics = trainer.train()
 
 Override the ``build_*`` classmethods to swap a component, or add hooks by name through
-``TRAINER.EXTRA_HOOKS`` (``HOOK_REGISTRY``). One iteration (:meth:`run_step`) runs
-``SOLVER.GRAD_ACCUM_STEPS`` loader batches forward and backward, checks every loss term and the
-global gradient norm for non-finite values (the NaN guard), clips, steps the optimizer and
-updates the EMA.
+``TRAINER.EXTRA_HOOKS`` (``HOOK_REGISTRY``). One iteration (:meth:`run_step`) is a
+:class:`~detlab.engine.train_step.TrainStep`: ``SOLVER.GRAD_ACCUM_STEPS`` loader batches
+forward and backward, every loss term and the global gradient norm checked for non-finite
+values (the NaN guard), clipping, the optimizer step and the EMA update; when the guard asks for
+it the trainer rolls back to the newest checkpoint with finite weights.
 """
 
 from __future__ import annotations
@@ -39,19 +40,20 @@ from detlab.engine.nan_guard import NaNGuard
 from detlab.engine.preemption import PreemptionHandler, TrainingPreempted, request_requeue
 from detlab.engine.preflight import parameters_without_grad, preflight_check
 from detlab.engine.run_dir import release_output_dir, trim_metrics
-from detlab.engine.train_step import TrainStepMixin
+from detlab.engine.train_step import TrainStep
 from detlab.solver import build_lr_scheduler, build_optimizer
 from detlab.utils import comm
-from detlab.utils.errors import ConfigError
 from detlab.utils.events import EventStorage, get_event_storage
 from detlab.utils.file_io import atomic_write_text, read_json_object
+from detlab.utils.registry import instantiate
 
 __all__ = ["Trainer"]
 
 logger = logging.getLogger("detlab")
+DATA_COUNTERS = ("skipped_images", "dropped_boxes", "clipped_boxes", "worker_failures")
 
 
-class Trainer(TrainStepMixin):
+class Trainer:
     """Builds model, optimizer, schedule, loaders and hooks from ``cfg`` and trains."""
 
     def __init__(self, cfg: Any) -> None:
@@ -62,7 +64,6 @@ class Trainer(TrainStepMixin):
         self.accum = max(1, int(cfg.SOLVER.GRAD_ACCUM_STEPS))
         self.stop_reason: str | None = None
         self.last_eval: tuple[int, dict] | None = None
-        self.clip_count = 0
         self._resume_rng: Any = None
         self._train_loader: Any = None
         register_datasets(cfg)
@@ -71,22 +72,18 @@ class Trainer(TrainStepMixin):
         self.device = next(iter(model.parameters())).device
         self.optimizer = self.build_optimizer(cfg, model)
         self.scheduler = self.build_lr_scheduler(cfg, self.optimizer)
-        self._setup_amp(cfg)
         self.ema = ModelEMA(model, cfg.SOLVER.EMA.DECAY) if cfg.SOLVER.EMA.ENABLED else None
         self.model = model  # wrapped in DistributedDataParallel at the start of train()
-        self.nan_guard = NaNGuard.from_config(cfg)
-        clip = cfg.SOLVER.CLIP_GRADIENTS
-        if clip.ENABLED and clip.CLIP_TYPE not in ("value", "norm", "full_model"):
-            raise ConfigError(
-                "SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', "
-                f"got '{clip.CLIP_TYPE}'."
-            )
+        self.nan_guard = instantiate(NaNGuard, cfg)
+        self.train_step = instantiate(
+            TrainStep, cfg, model, self.optimizer, self.nan_guard, self.ema
+        )
         self.checkpointer = Checkpointer(
             model,
             cfg.OUTPUT_DIR,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
-            scaler=self.scaler,
+            scaler=self.train_step.scaler,
             ema=self.ema,
             max_keep=cfg.SOLVER.CHECKPOINT_MAX_KEEP,
             enabled=comm.is_main_process(),
@@ -177,14 +174,12 @@ class Trainer(TrainStepMixin):
         if len(cfg.DATASETS.TEST):
             hooks.append(H.EvalHook(cfg.TEST.EVAL_PERIOD, self._evaluate))
             b = cfg.SOLVER.BEST_CHECKPOINT
-            hooks.append(H.BestCheckpointer(self, b.METRIC, b.MODE))
+            hooks.append(H.BestCheckpointer(self.checkpointer, b.METRIC, b.MODE))
             e = cfg.SOLVER.EARLY_STOPPING
             if e.ENABLED:
                 hooks.append(H.EarlyStopping(e.METRIC, e.MODE, e.PATIENCE, e.MIN_DELTA))
-        hooks.append(H.PeriodicCheckpointer(self, cfg.SOLVER.CHECKPOINT_PERIOD))
-        for name in cfg.TRAINER.EXTRA_HOOKS:
-            hook_cls = HOOK_REGISTRY.get(name)
-            hooks.append(hook_cls(**hook_cls.from_config(cfg)))
+        hooks.append(H.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+        hooks += [HOOK_REGISTRY.build(name, cfg) for name in cfg.TRAINER.EXTRA_HOOKS]
         hooks.append(_WriterHook(cfg.LOGGING.PERIOD, cfg.LOGGING.METRICS_PERIOD))
         return hooks
 
@@ -195,30 +190,29 @@ class Trainer(TrainStepMixin):
                 self.hooks.append(h)
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, name: str, **extra: Any) -> str | None:
-        """Used by :class:`BestCheckpointer`: save the model state under ``name``."""
-        return self.checkpointer.save(name, **extra)
+    def training_state(self) -> dict[str, Any]:
+        """Trainer state saved beside the weights, to continue exactly after the current
+        iteration (a collective: every rank calls it). Hook state is keyed by hook class name,
+        so reordering hooks keeps it."""
+        keys = hook_state_keys(self.hooks)
+        return {
+            "iteration": self.iter,
+            "data_position": (self.iter + 1) * self.accum,
+            "rng": comm.all_gather_object(get_rng_state()),
+            "nan_guard": self.nan_guard.state_dict(),
+            "hooks": {
+                k: h.state_dict()
+                for k, h in zip(keys, self.hooks, strict=True)
+                if hasattr(h, "state_dict")
+            },
+            "clip_count": self.clip_count,
+            "world_size": comm.get_world_size(),
+            "health": self.nan_guard.health(),  # see detlab.engine.nan_guard
+        }
 
     def save_checkpoint(self, name: str, tag_last: bool = False) -> str | None:
-        """Everything needed to continue exactly after the current iteration (all ranks call)."""
-        rng = comm.all_gather_object(get_rng_state())
-        hook_state = {
-            f"{i}:{type(h).__name__}": h.state_dict()
-            for i, h in enumerate(self.hooks)
-            if hasattr(h, "state_dict")
-        }
-        path = self.checkpointer.save(
-            name,
-            tag_last=tag_last,
-            iteration=self.iter,
-            data_position=(self.iter + 1) * self.accum,
-            rng=rng,
-            nan_guard=self.nan_guard.state_dict(),
-            hooks=hook_state,
-            clip_count=self.clip_count,
-            world_size=comm.get_world_size(),
-            health=self.nan_guard.health(),
-        )
+        """Weights and :meth:`training_state` as ``name.pth`` (all ranks call)."""
+        path = self.checkpointer.save(name, tag_last=tag_last, **self.training_state())
         comm.synchronize()
         return path
 
@@ -240,9 +234,8 @@ class Trainer(TrainStepMixin):
         if self.nan_guard.amp_off:
             self.disable_amp("it was switched off after a rollback earlier in this run")
         self.clip_count = int(data.get("clip_count", 0))
-        hook_state = data.get("hooks", {})
-        for i, h in enumerate(self.hooks):
-            key = f"{i}:{type(h).__name__}"
+        hook_state = by_hook_class(data.get("hooks", {}))
+        for key, h in zip(hook_state_keys(self.hooks), self.hooks, strict=True):
             if key in hook_state and hasattr(h, "load_state_dict"):
                 h.load_state_dict(hook_state[key])
         rng = data.get("rng")
@@ -253,21 +246,78 @@ class Trainer(TrainStepMixin):
             trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.jsonl"), self.start_iter)
         comm.synchronize()
 
-    def load_weights(self, path: str) -> None:
-        """Initialise the model from ``path``: a detlab checkpoint, a bare state dict or a
-        torchvision backbone/detector state dict (see :func:`detlab.modeling.load_weights`)."""
-        from detlab.modeling import load_weights
+    def load_weights(self, spec: str) -> None:
+        """Initialise the model (and its EMA) from ``MODEL.WEIGHTS`` with
+        :func:`detlab.modeling.load_model_weights`."""
+        from detlab.modeling import load_model_weights
 
-        load_weights(unwrap_model(self.model), path)
+        load_model_weights(unwrap_model(self.model), spec)
         if self.ema is not None:
             self.ema.module.load_state_dict(unwrap_model(self.model).state_dict())
-        logger.info(f"Loaded weights from {path}")
 
     # ------------------------------------------------------------------ loop
     def request_stop(self, reason: str) -> None:
         """Finish after the current iteration (used by early stopping)."""
         self.stop_reason = reason
         logger.info(f"Stopping: {reason}")
+
+    @property
+    def clip_count(self) -> int:
+        """Iterations in which gradient clipping changed a gradient (saved in checkpoints)."""
+        return self.train_step.clip_count
+
+    @clip_count.setter
+    def clip_count(self, value: int) -> None:
+        self.train_step.clip_count = int(value)
+
+    def run_step(self) -> None:
+        """One iteration (:class:`TrainStep`); roll back when the NaN guard asks for it."""
+        hooks = self.hooks
+
+        def after_backward() -> None:
+            for h in hooks:
+                h.after_backward()
+
+        verdict = self.train_step(self._data_iter, self.iter, after_backward)
+        storage = get_event_storage()
+        storage.put_scalars(smoothing_hint=False, **self._data_counters())
+        if verdict == "rollback":
+            self.rollback()
+            storage.put_scalar("nan/rollbacks", self.nan_guard.rollbacks, smoothing_hint=False)
+
+    def _data_counters(self) -> dict[str, float]:
+        """``data/<key>`` running totals of the train loader (images skipped as unreadable,
+        boxes dropped or clipped by the dataset reader and the mapper, dead-worker fallbacks),
+        summed over DDP processes; empty for loaders without ``stats()``."""
+        loader = getattr(self, "_train_loader", None)
+        if not callable(getattr(loader, "stats", None)):
+            return {}
+        stats, base = loader.stats(), getattr(loader, "base_stats", {})
+        counts = [float(stats.get(k, 0)) for k in DATA_COUNTERS]
+        if comm.get_world_size() > 1:  # reader counts are the same on every rank: add them once
+            own = [c - base.get(k, 0) for c, k in zip(counts, DATA_COUNTERS, strict=True)]
+            t = torch.tensor(own, dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(t)
+            counts = [v + base.get(k, 0) for v, k in zip(t.tolist(), DATA_COUNTERS, strict=True)]
+        return {f"data/{k}": v for k, v in zip(DATA_COUNTERS, counts, strict=True)}
+
+    def rollback(self) -> None:
+        """Restore the newest healthy checkpoint and back off the LR (see ``nan_guard``)."""
+        target = self.checkpointer.rollback_target()
+        self.nan_guard.start_rollback(target)
+        assert target is not None
+        data = self.checkpointer.load(target, exclude=("scheduler",))
+        self.nan_guard.restore_health(data.get("nan_guard", {}))
+        self.scheduler.backoff(self.nan_guard.lr_backoff)
+        self.optimizer.zero_grad(set_to_none=True)
+        logger.warning(
+            f"Rolled back to {os.path.basename(target)} (iteration {data.get('iteration')}), "
+            f"the newest healthy checkpoint, after repeated non-finite steps; LR multiplied by "
+            f"{self.nan_guard.lr_backoff} (now x{self.scheduler.lr_multiplier:g}); rollback "
+            f"{self.nan_guard.rollbacks}/{self.nan_guard.max_rollbacks}."
+        )
+        if self.nan_guard.amp_off_after_rollback:
+            self.disable_amp("SOLVER.NAN_GUARD.AMP_OFF_AFTER_ROLLBACK after a rollback")
 
     def train(self) -> dict[str, Any]:
         """Run iterations ``start_iter .. MAX_ITER-1``; return (and write) the final metrics.
@@ -370,10 +420,10 @@ class Trainer(TrainStepMixin):
 
     def disable_amp(self, why: str) -> None:
         """Train in full precision from now on (the NaN guard's AMP-off fallback)."""
-        if self.amp_dtype is None:
+        if self.train_step.amp_dtype is None:
             return
-        self.amp_dtype = None
-        self.scaler = None
+        self.train_step.amp_dtype = None
+        self.train_step.scaler = None
         self.checkpointer.scaler = None
         self.nan_guard.amp_off = True
         logger.warning(f"Mixed precision switched off: {why}.")
@@ -381,6 +431,9 @@ class Trainer(TrainStepMixin):
     def _wrap_ddp(self, batch: list[dict]) -> None:
         """Wrap the model for DDP; look for unused parameters only if this batch leaves some
         parameters without a gradient (e.g. a backbone stage the FPN does not read)."""
+        from detlab.modeling.layers import check_sync_batchnorm
+
+        check_sync_batchnorm(self.model, self.device)
         unused = parameters_without_grad(self.model, batch)
         find_unused = comm.all_reduce_any(bool(unused), self.device)
         if find_unused:
@@ -393,6 +446,7 @@ class Trainer(TrainStepMixin):
             self.model, device_ids=ids, broadcast_buffers=False, find_unused_parameters=find_unused
         )
         self.checkpointer.model = self.model
+        self.train_step.model = self.model
 
     def _final_metrics(self) -> dict[str, Any]:
         path = os.path.join(self.cfg.OUTPUT_DIR, "final_metrics.json")
@@ -440,6 +494,33 @@ class _WriterHook(H.PeriodicWriter):
 
             self.writers = self.trainer.build_writers()
             self.console = ConsoleWriter(self.trainer.max_iter)
+
+
+def hook_state_keys(hooks: list[Any]) -> list[str]:
+    """Checkpoint keys of hook state: the class name (``Name#2`` for a second of a class)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for h in hooks:
+        name = type(h).__name__
+        seen[name] = seen.get(name, 0) + 1
+        keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return keys
+
+
+def by_hook_class(state: dict[str, Any]) -> dict[str, Any]:
+    """Hook state keyed as :func:`hook_state_keys` does; also reads checkpoints that keyed it
+    by position (``"3:BestCheckpointer"``)."""
+    legacy = sorted(
+        (int(k.split(":", 1)[0]), k.split(":", 1)[1], v)
+        for k, v in state.items()
+        if ":" in k and k.split(":", 1)[0].isdigit()
+    )
+    out = {k: v for k, v in state.items() if not (":" in k and k.split(":", 1)[0].isdigit())}
+    seen: dict[str, int] = {}
+    for _, name, value in legacy:
+        seen[name] = seen.get(name, 0) + 1
+        out.setdefault(name if seen[name] == 1 else f"{name}#{seen[name]}", value)
+    return out
 
 
 def register_datasets(cfg: Any) -> None:

@@ -47,7 +47,7 @@ def _metrics_path(path: str) -> str:
 
 def _unfinished_run(path: str, name: str) -> dict[str, Any] | None:
     """An entry for a training folder without final metrics: its last evaluation, if any."""
-    from detlab.utils.run_status import read_metrics
+    from detlab.monitor.status import read_metrics
 
     log = os.path.join(path, "metrics.jsonl")
     if not os.path.isdir(path) or not os.path.isfile(log):

@@ -97,19 +97,21 @@ class COCOEvaluator(DatasetEvaluator):
         self._predictions: list[dict] = []
 
     @classmethod
-    def from_config(cls, cfg: Any, dataset_name: str, output_dir: str | None = None):
+    def from_config(
+        cls, cfg: Any, dataset_name: str, output_dir: str | None = None
+    ) -> dict[str, Any]:
         """Arguments from ``TEST.*`` (area ranges, backend, thresholds, worst-k, plots)."""
-        return cls(
-            dataset_name,
-            output_dir,
-            area_ranges=list(cfg.TEST.AREA_RANGES),
-            backend=cfg.TEST.COCO_BACKEND,
-            iou_thresh=cfg.TEST.MATCH_IOU_THRESH,
-            score_thresh=cfg.TEST.MATCH_SCORE_THRESH,
-            worst_k=cfg.TEST.WORST_K,
-            plots=cfg.TEST.PLOTS,
-            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
-        )
+        return {
+            "dataset_name": dataset_name,
+            "output_dir": output_dir,
+            "area_ranges": list(cfg.TEST.AREA_RANGES),
+            "backend": cfg.TEST.COCO_BACKEND,
+            "iou_thresh": cfg.TEST.MATCH_IOU_THRESH,
+            "score_thresh": cfg.TEST.MATCH_SCORE_THRESH,
+            "worst_k": cfg.TEST.WORST_K,
+            "plots": cfg.TEST.PLOTS,
+            "max_dets_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        }
 
     # ------------------------------------------------------------------ ground truth
     def _load_gt(self) -> dict:
@@ -234,7 +236,9 @@ def build_evaluator(cfg: Any, dataset_name: str, output_dir: str | None = None) 
             f"Dataset '{dataset_name}' has evaluator_type '{kind}'; detlab evaluates 'coco' "
             "datasets, so set evaluator_type='coco' in its metadata."
         )
-    return COCOEvaluator.from_config(cfg, dataset_name, output_dir)
+    from detlab.utils.registry import instantiate
+
+    return instantiate(COCOEvaluator, cfg, dataset_name, output_dir)
 
 
 def inference_on_dataset(

@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from detlab.utils.cli import DetlabArgumentParser, run_tool
+from detlab.utils.cli import DetlabArgumentParser, parse_with_overrides, run_tool
 from detlab.utils.errors import UserError
-from detlab.utils.ops_cli import parse_with_overrides
 
 __all__ = ["main", "sample_images"]
 
@@ -53,7 +53,7 @@ def sample_images(cfg: Any, num: int) -> tuple[list[torch.Tensor], str]:
         for d in dicts:
             if len(images) >= num:
                 break
-            out = mapper(d)
+            out = mapper(d, np.random.default_rng(0))
             if out is not None:
                 images.append(out["image"])
         source = names[0]
@@ -73,13 +73,13 @@ def sample_images(cfg: Any, num: int) -> tuple[list[torch.Tensor], str]:
 def _run(args: Any) -> int:
     from detlab.config import load_config
     from detlab.export.onnx import checks_to_dicts, export_onnx, verify_onnx
-    from detlab.utils.visualize_cli import load_model_for_inference
+    from detlab.modeling import build_inference_model
 
     cfg = load_config(args.config_file, args.opts)
     threads = int(getattr(getattr(cfg, "TRAINER", None), "CPU_THREADS", 0) or 0)
     if threads > 0:
         torch.set_num_threads(threads)
-    model = load_model_for_inference(cfg)
+    model = build_inference_model(cfg)
     images, source = sample_images(cfg, args.num_samples)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     export_onnx(model, args.output, images[0], opset=args.opset)

@@ -11,7 +11,15 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from detlab.utils.errors import UserError
 
-__all__ = ["NORMS", "Scale", "c2_xavier_fill", "get_norm", "group_count"]
+__all__ = [
+    "NORMS",
+    "Scale",
+    "c2_xavier_fill",
+    "check_sync_batchnorm",
+    "get_norm",
+    "group_count",
+    "prior_bias",
+]
 
 NORMS = ("", "none", "BN", "FrozenBN", "GN", "SyncBN")
 
@@ -27,18 +35,33 @@ def group_count(channels: int, preferred: int = 32) -> int:
 def get_norm(norm: str) -> Callable[[int], nn.Module] | None:
     """Constructor ``f(channels) -> nn.Module`` for a norm name, or None for no norm.
 
-    ``"BN"`` trains batch statistics, ``"FrozenBN"`` uses fixed statistics and affine
-    parameters (torchvision's FrozenBatchNorm2d), ``"GN"`` is GroupNorm with up to 32 groups.
+    ``"BN"`` trains batch statistics, ``"SyncBN"`` is ``nn.SyncBatchNorm`` (batch statistics
+    over all DDP processes, which needs CUDA; in one process it is BN), ``"FrozenBN"`` uses
+    fixed statistics and affine parameters (torchvision's FrozenBatchNorm2d), ``"GN"`` is
+    GroupNorm with up to 32 groups. BN and SyncBN have the same state-dict keys.
     """
     if norm in ("", "none", None):
         return None
-    if norm in ("BN", "SyncBN"):
+    if norm == "BN":
         return nn.BatchNorm2d
+    if norm == "SyncBN":
+        return nn.SyncBatchNorm
     if norm == "FrozenBN":
         return FrozenBatchNorm2d
     if norm == "GN":
         return lambda c: nn.GroupNorm(group_count(c), c)
-    raise UserError(f"Unknown norm '{norm}' in the model config; use one of BN, FrozenBN, GN, ''.")
+    raise UserError(
+        f"Unknown norm '{norm}' in the model config; use one of BN, SyncBN, FrozenBN, GN, ''."
+    )
+
+
+def check_sync_batchnorm(model: nn.Module, device: torch.device) -> None:
+    """Refuse SyncBN in a multi-process run off CUDA (PyTorch synchronises on GPUs only)."""
+    if device.type != "cuda" and any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
+        raise UserError(
+            f"The model uses SyncBN, which synchronises batch statistics over GPUs only, but this "
+            f"distributed run is on {device.type}; set the NORM keys to BN (or GN) instead."
+        )
 
 
 def c2_xavier_fill(module: nn.Module) -> None:

@@ -1,23 +1,34 @@
-"""``MODEL.WEIGHTS``: load a detlab checkpoint or a torchvision-style backbone state dict.
+"""``MODEL.WEIGHTS``: the one loader of initial / evaluation weights into a detlab model.
 
-Accepted files (read with ``torch.load(weights_only=True)``):
+Training (when not resuming), ``--eval-only``, ``tools/visualize.py``, ``tools/export_onnx.py``
+and the diagnostics all call :func:`load_model_weights`. It runs four steps:
 
-* a detlab checkpoint ``{"model": state_dict, ...}`` (or a bare state dict of the detector);
-* a torchvision classification ResNet state dict (``conv1.weight``, ``layer1.0...``, ``fc``):
-  its keys are mapped onto ``backbone.*`` (the classifier ``fc.*`` shows as unexpected);
-* a torchvision detection state dict (``backbone.body.*``, ``backbone.fpn.*``): the body is
-  mapped onto ``backbone.*``.
+1. **resolve** the spec to a local file or a state dict: a path (or ``file://`` path), or
+   ``<scheme>://...`` through ``WEIGHT_SOURCE_REGISTRY`` (a source registered for the scheme
+   returns a local path or a state dict — e.g. a download into a cache);
+2. **read** the file with ``torch.load(weights_only=True)``: a detlab checkpoint
+   ``{"model": state_dict, ...}``, ``{"state_dict": ...}`` or a bare state dict (a leading
+   ``module.`` is dropped);
+3. **map keys** onto the model's names with the first adapter in :data:`KEY_ADAPTERS` that
+   recognises the file: keys the model already has are used as they are; a torchvision
+   classification ResNet (``conv1``, ``layer1``.., ``fc``) maps onto ``backbone.*``; a
+   torchvision detection model's ``backbone.body.*`` onto ``backbone.*``;
+4. **match shapes**: a 3-channel first convolution loaded into a 1-channel model is summed
+   over its input channels (the usual start of a single-channel SAR model from RGB weights);
+   other tensors of a different shape are skipped.
 
-A 3-channel first convolution loaded into a 1-channel model is summed over its input
-channels (the usual way to start a single-channel SAR model from RGB weights). Keys with a
-different shape are skipped. A short table of missing, unexpected and skipped keys is logged
-and returned.
+A file that matches nothing in the model (zero tensors loaded) is a :class:`UserError`. When
+any tensor of the file was not used (unexpected or skipped) the report is logged at WARNING,
+otherwise at INFO. The report is returned: ``{"loaded", "missing", "unexpected", "skipped",
+"adapted"}`` key lists.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,52 +36,140 @@ from torch import nn
 
 from detlab.utils.errors import UserError
 from detlab.utils.file_io import read_torch_file
+from detlab.utils.registry import Registry
 
-__all__ = ["load_weights", "format_load_report"]
+__all__ = [
+    "KEY_ADAPTERS",
+    "WEIGHT_SOURCE_REGISTRY",
+    "build_inference_model",
+    "format_load_report",
+    "load_model_weights",
+    "read_state_dict",
+    "register_weight_source",
+    "resolve_weights",
+]
 
 logger = logging.getLogger(__name__)
 
-_RESNET_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "fc.")
+StateDict = dict[str, torch.Tensor]
+
+WEIGHT_SOURCE_REGISTRY = Registry(
+    "WEIGHT_SOURCE",
+    doc="""Sources of ``MODEL.WEIGHTS`` by URI scheme (``<scheme>://rest``).
+
+A registered function ``fn(spec: str) -> str | dict[str, Tensor]`` takes the whole spec and
+returns a local file path (read like any ``MODEL.WEIGHTS`` file) or a state dict; either then
+goes through the same key mapping and shape matching. Register with
+``@register_weight_source("scheme")``. A source must not execute what it reads
+(``torch.load(weights_only=True)``), and offline it raises a UserError saying which file to put
+where.
+""",
+)
 
 
-def _read(path: str) -> dict[str, torch.Tensor]:
-    obj = read_torch_file(path, "MODEL.WEIGHTS file")
+def register_weight_source(scheme: str) -> Callable[[Callable], Callable]:
+    """Decorator: register ``fn(spec) -> path | state_dict`` for ``scheme://`` specs."""
+
+    def deco(fn: Callable) -> Callable:
+        WEIGHT_SOURCE_REGISTRY._do_register(scheme, fn)
+        return fn
+
+    return deco
+
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def resolve_weights(spec: str) -> str | StateDict:
+    """A ``MODEL.WEIGHTS`` spec → a local path or a state dict (step 1)."""
+    m = _SCHEME.match(spec)
+    if m is None:
+        return spec
+    scheme = m.group(1)
+    if scheme == "file":
+        return spec[len("file://") :]
+    if scheme not in WEIGHT_SOURCE_REGISTRY:
+        known = ", ".join(f"{s}://" for s in WEIGHT_SOURCE_REGISTRY.names()) or "none"
+        raise UserError(
+            f"MODEL.WEIGHTS '{spec}' uses the scheme {scheme}://, which detlab cannot read "
+            f"(known: {known}); give a file path instead."
+        )
+    return WEIGHT_SOURCE_REGISTRY.get(scheme)(spec)
+
+
+def read_state_dict(path: str) -> StateDict:
+    """Read a weights file safely into a flat ``{key: Tensor}`` dict (step 2)."""
+    return _unwrap(read_torch_file(path, "MODEL.WEIGHTS file"), path)
+
+
+def _unwrap(obj: Any, where: str) -> StateDict:
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(
-            f"MODEL.WEIGHTS file {path} holds no state dict; expected a detlab checkpoint "
+            f"MODEL.WEIGHTS {where} holds no state dict; expected a detlab checkpoint "
             "{'model': state_dict} or a torchvision state dict."
         )
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def _map_keys(state: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Rename torchvision-style keys onto the detlab model's names when that is what they are."""
-    if any(k in model_keys for k in state):
-        return state
-    if all(k.startswith(_RESNET_PREFIXES) for k in state):
-        return {f"backbone.{k}": v for k, v in state.items()}
-    if any(k.startswith("backbone.body.") for k in state):
-        return {
-            "backbone." + k.removeprefix("backbone.body."): v
-            for k, v in state.items()
-            if k.startswith("backbone.body.")
-        } | {k: v for k, v in state.items() if not k.startswith("backbone.body.")}
+# ---------------------------------------------------------------- key adapters (step 3)
+_RESNET_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "fc.")
+
+
+def _same_names(state: StateDict, model_keys: set[str]) -> StateDict | None:
+    return state if any(k in model_keys for k in state) else None
+
+
+def _torchvision_classifier(state: StateDict, model_keys: set[str]) -> StateDict | None:
+    if not all(k.startswith(_RESNET_PREFIXES) for k in state):
+        return None
+    return {f"backbone.{k}": v for k, v in state.items()}
+
+
+def _torchvision_detector(state: StateDict, model_keys: set[str]) -> StateDict | None:
+    if not any(k.startswith("backbone.body.") for k in state):
+        return None
+    body = "backbone.body."
+    return {
+        ("backbone." + k.removeprefix(body) if k.startswith(body) else k): v
+        for k, v in state.items()
+    }
+
+
+#: ``adapter(state, model_keys) -> renamed state | None`` tried in order; the first that
+#: recognises the file renames it. Other formats (e.g. Detectron2 checkpoints) add theirs here.
+KEY_ADAPTERS: list[Callable[[StateDict, set[str]], StateDict | None]] = [
+    _same_names,
+    _torchvision_classifier,
+    _torchvision_detector,
+]
+
+
+def _map_keys(state: StateDict, model_keys: set[str]) -> StateDict:
+    for adapter in KEY_ADAPTERS:
+        mapped = adapter(state, model_keys)
+        if mapped is not None:
+            return mapped
     return state
 
 
-def load_weights(model: nn.Module, path: str) -> dict[str, list[str]]:
-    """Load ``path`` into ``model`` non-strictly; returns and logs what did not match.
+# ---------------------------------------------------------------- the loader
+def load_model_weights(model: nn.Module, spec: str | StateDict) -> dict[str, list[str]]:
+    """Load ``MODEL.WEIGHTS`` (a path, a ``scheme://`` spec or a state dict) into ``model``.
 
-    Returns ``{"loaded": [...], "missing": [...], "unexpected": [...], "skipped": [...],
-    "adapted": [...]}`` (key lists; ``skipped`` = shape mismatch, ``adapted`` = first conv
-    summed over input channels).
+    Non-strict: what the file lacks keeps the model's initialisation. Raises
+    :class:`UserError` when not one tensor fits. Returns ``{"loaded", "missing",
+    "unexpected", "skipped", "adapted"}`` (key lists; ``skipped``: shape mismatch,
+    ``adapted``: first conv summed over input channels), also logged as a table.
     """
+    name = spec if isinstance(spec, str) else "state dict"
+    source = resolve_weights(spec) if isinstance(spec, str) else spec
+    state = read_state_dict(source) if isinstance(source, str) else _unwrap(source, name)
     target = model.state_dict()
-    state = _map_keys(_read(path), set(target))
+    state = _map_keys(state, set(target))
     load, skipped, adapted = {}, [], []
     for k, v in state.items():
         if k not in target:
@@ -83,6 +182,15 @@ def load_weights(model: nn.Module, path: str) -> dict[str, list[str]]:
             adapted.append(k)
         else:
             skipped.append(f"{k} {tuple(v.shape)} -> {tuple(want)}")
+    if not load:
+        theirs = ", ".join(list(state)[:2]) or "none"
+        ours = ", ".join(list(target)[:2])
+        raise UserError(
+            f"MODEL.WEIGHTS {name} matches nothing in this {type(model).__name__} (0 of "
+            f"{len(state)} tensors fit; the file has keys like {theirs}, the model {ours}); it "
+            "was written for another model, so check MODEL.META_ARCHITECTURE, the backbone and "
+            "NUM_CLASSES."
+        )
     result = model.load_state_dict(load, strict=False)
     # Non-persistent or derived entries (e.g. FrozenBN's num_batches_tracked) are not missing.
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
@@ -93,8 +201,21 @@ def load_weights(model: nn.Module, path: str) -> dict[str, list[str]]:
         "skipped": skipped,
         "adapted": adapted,
     }
-    logger.info("Loaded weights from %s:\n%s", path, format_load_report(report))
+    level = logging.WARNING if report["unexpected"] or report["skipped"] else logging.INFO
+    logger.log(level, "Loaded weights from %s:\n%s", name, format_load_report(report))
     return report
+
+
+def build_inference_model(cfg: Any) -> nn.Module:
+    """``build_model(cfg)`` with ``MODEL.WEIGHTS`` loaded by :func:`load_model_weights`, in
+    eval mode (what ``tools/visualize.py`` and ``tools/export_onnx.py`` run)."""
+    from detlab.modeling.meta_arch.build import build_model
+
+    if not cfg.MODEL.WEIGHTS:
+        raise UserError("This needs a trained model: pass MODEL.WEIGHTS path/to/model.pth.")
+    model = build_model(cfg)
+    load_model_weights(model, cfg.MODEL.WEIGHTS)
+    return model.eval()
 
 
 def _group(keys: list[str]) -> list[str]:

@@ -1,7 +1,11 @@
-"""The argument parser every ``tools/`` script shares, and the user-error boundary.
+"""The argument parsing every ``tools/`` script shares, and the user-error boundary.
 
-Tools are thin: they parse arguments with :func:`default_argument_parser` and hand a function
-to :func:`run_tool`, which turns a :class:`~detlab.utils.errors.UserError` into one line on
+Tools are thin: ``tools/X.py`` calls ``main(argv) -> int`` of the ``cli`` module next to what
+it drives (``detlab.engine.cli``, ``detlab.evaluation.cli``, ``detlab.export.cli``,
+``detlab.diagnostics.cli``, ``detlab.visualization.cli``, ``detlab.monitor.cli``,
+``detlab.sweep.cli``, ``detlab.config.cli``). Those parse arguments with
+:func:`default_argument_parser` or :func:`parse_with_overrides` and hand a function to
+:func:`run_tool`, which turns a :class:`~detlab.utils.errors.UserError` into one line on
 stderr and exit status 2 (``--debug`` shows the traceback instead).
 """
 
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from detlab.utils.errors import UserError
 
@@ -18,6 +22,7 @@ __all__ = [
     "EXIT_USER_ERROR",
     "DetlabArgumentParser",
     "default_argument_parser",
+    "parse_with_overrides",
     "run_tool",
 ]
 
@@ -79,6 +84,20 @@ def default_argument_parser(
         help="config overrides: KEY VALUE pairs or KEY=VALUE tokens",
     )
     return parser
+
+
+def parse_with_overrides(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """Options wherever they are, the remaining tokens as ``args.opts`` (config overrides).
+
+    For tools whose overrides may sit between options (``--config-file C MODEL.WEIGHTS w.pth
+    --output m.onnx``). A token starting with ``--`` that no option knows stays in ``opts``,
+    where the config's override parser reports it as an unexpected option.
+    """
+    args, rest = parser.parse_known_args(argv)
+    args.opts = list(getattr(args, "opts", None) or []) + list(rest)
+    return args
 
 
 def run_tool(fn: Callable[[], int | None], *, debug: bool = False) -> int:

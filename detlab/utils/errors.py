@@ -8,7 +8,7 @@ Tools catch it, print the message on one line to stderr and exit with status 2 (
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "UserError", "UnknownNameError"]
+__all__ = ["ConfigError", "ContractError", "UserError", "UnknownNameError"]
 
 
 class UserError(Exception):
@@ -24,3 +24,11 @@ class UnknownNameError(UserError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class ContractError(UserError, TypeError):
+    """A registered component breaks its registry's contract (wrong call shape, names, strides).
+
+    Raised when the component is built, with one sentence naming the component and the
+    mismatch.
+    """

@@ -9,7 +9,9 @@ import torch
 
 from detlab.data import ClassAwareMapper, DatasetMapper, ShipSARMapper, build_mapper
 from detlab.data.transforms import sar_to_unit
-from detlab.utils.errors import UserError
+from detlab.utils.errors import ContractError, UserError
+
+_RNG = np.random.default_rng(0)  # eval mappers draw nothing; the contract passes a Generator
 
 
 def _dict(path, h, w, boxes=((10, 12, 20, 8),), cats=(0,)):
@@ -25,7 +27,7 @@ def test_16bit_full_range_scaling_dataset_mapper(tmp_path):
     img[:, 25:] = 257 * 100  # = 100 on the 8-bit scale
     cv2.imwrite(str(tmp_path / "a.png"), img)
     m = DatasetMapper(False, min_size=0, out_channels=3)
-    out = m(_dict(tmp_path / "a.png", 40, 50))
+    out = m(_dict(tmp_path / "a.png", 40, 50), np.random.default_rng(0))
     assert out["image"].shape == (3, 40, 50) and out["image"].dtype == torch.float32
     assert torch.allclose(out["image"][:, :, 0], torch.full((3, 40), 255.0))
     assert torch.allclose(out["image"][:, :, -1], torch.full((3, 40), 100.0))
@@ -50,7 +52,7 @@ def test_ship_sar_mapper_resizes_replicates_and_keeps_16bit_detail(tmp_path):
     img[20:28, 30:50] = 20000  # a bright ship
     cv2.imwrite(str(tmp_path / "s.tif"), img)
     m = ShipSARMapper(False, min_size=128, max_size=1000, out_channels=3)
-    out = m(_dict(tmp_path / "s.tif", 64, 80, boxes=((30, 20, 20, 8),)))
+    out = m(_dict(tmp_path / "s.tif", 64, 80, boxes=((30, 20, 20, 8),)), _RNG)
     assert out["image"].shape == (3, 128, 160)
     assert torch.equal(out["image"][0], out["image"][1])
     assert out["instances"].boxes.tolist() == [[60.0, 40.0, 100.0, 56.0]]
@@ -61,8 +63,8 @@ def test_ship_sar_mapper_resizes_replicates_and_keeps_16bit_detail(tmp_path):
 def test_corrupt_and_missing_images_return_none(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     m = DatasetMapper(True, min_size=0)
-    assert m(_dict(tmp_path / "bad.png", 10, 10)) is None
-    assert m(_dict(tmp_path / "missing.png", 10, 10)) is None
+    assert m(_dict(tmp_path / "bad.png", 10, 10), _RNG) is None
+    assert m(_dict(tmp_path / "missing.png", 10, 10), _RNG) is None
 
 
 def test_degenerate_and_outside_boxes(tmp_path):
@@ -78,7 +80,7 @@ def test_degenerate_and_outside_boxes(tmp_path):
         cats=(1, 0, 0),
     )
     with counters.collect() as c:
-        out = m(d)
+        out = m(d, np.random.default_rng(0))
     assert out["instances"].boxes.tolist() == [[15.0, 15.0, 20.0, 20.0]]
     assert out["instances"].classes.tolist() == [1]
     assert c["clipped_boxes"] == 1 and c["dropped_boxes"] == 2
@@ -121,8 +123,8 @@ def test_class_aware_policy_applies_only_to_rare_class_images(tmp_path):
         min_size=0,
         out_channels=1,
     )
-    common = m(_dict(tmp_path / "a.png", 32, 32, boxes=((2, 4, 18, 6),), cats=(0,)))
-    rare = m(_dict(tmp_path / "a.png", 32, 32, boxes=((2, 4, 18, 6),), cats=(1,)))
+    common = m(_dict(tmp_path / "a.png", 32, 32, boxes=((2, 4, 18, 6),), cats=(0,)), _RNG)
+    rare = m(_dict(tmp_path / "a.png", 32, 32, boxes=((2, 4, 18, 6),), cats=(1,)), _RNG)
     assert common["instances"].boxes.tolist() == [[2.0, 4.0, 20.0, 10.0]]
     assert rare["instances"].boxes.tolist() == [[12.0, 4.0, 30.0, 10.0]]
     assert torch.equal(rare["image"], torch.flip(common["image"], dims=[2]))
@@ -135,15 +137,15 @@ def test_color_input_to_one_or_three_channels(tmp_path):
     img[..., 0], img[..., 1], img[..., 2] = 30, 60, 90  # B, G, R
     cv2.imwrite(str(tmp_path / "c.png"), img)
     d = _dict(tmp_path / "c.png", 16, 24, boxes=((1, 1, 5, 5),))
-    bgr = DatasetMapper(False, min_size=0, out_channels=3, image_format="BGR")(d)["image"]
-    rgb = DatasetMapper(False, min_size=0, out_channels=3, image_format="RGB")(d)["image"]
-    grey = DatasetMapper(False, min_size=0, out_channels=1)(d)["image"]
+    bgr = DatasetMapper(False, min_size=0, out_channels=3, image_format="BGR")(d, _RNG)["image"]
+    rgb = DatasetMapper(False, min_size=0, out_channels=3, image_format="RGB")(d, _RNG)["image"]
+    grey = DatasetMapper(False, min_size=0, out_channels=1)(d, _RNG)["image"]
     assert bgr[:, 0, 0].tolist() == [30.0, 60.0, 90.0]
     assert rgb[:, 0, 0].tolist() == [90.0, 60.0, 30.0]
     assert grey.shape == (1, 16, 24) and float(grey[0, 0, 0]) == pytest.approx(60.0)
     img16 = (img.astype(np.uint16) * 257)[..., :1]
     cv2.imwrite(str(tmp_path / "g.tif"), img16)
-    out = DatasetMapper(False, min_size=0, out_channels=3)(_dict(tmp_path / "g.tif", 16, 24))
+    out = DatasetMapper(False, min_size=0, out_channels=3)(_dict(tmp_path / "g.tif", 16, 24), _RNG)
     assert out["image"][:, 3, 3].tolist() == [30.0, 30.0, 30.0]
 
 
@@ -158,3 +160,34 @@ def test_mapper_drops_non_finite_boxes_from_any_reader(tmp_path):
         out = DatasetMapper(True, min_size=0, out_channels=1)(d, np.random.default_rng(0))
     assert torch.isfinite(out["instances"].boxes).all()
     assert len(out["instances"]) == 1 and c["dropped_boxes"] == 3
+
+
+def test_mapper_contract_is_checked_when_the_loader_is_built(small_cfg):
+    """A mapper that takes only the dataset dict is refused in one sentence, before any image
+    is mapped (not adapted per call, not seeded through the global generators)."""
+    from detlab.data import MAPPER_REGISTRY, build_detection_train_loader
+
+    def one_argument(d):
+        return None
+
+    record = {"file_name": "a.png", "height": 8, "width": 8, "image_id": 0}
+    with pytest.raises(ContractError) as err:
+        build_detection_train_loader(small_cfg, mapper=one_argument, dataset=[record])
+    msg = str(err.value)
+    assert "mapper(dataset_dict, rng)" in msg and "\n" not in msg
+
+    class OldMapper:
+        @classmethod
+        def from_config(cls, cfg, is_train):
+            return {}
+
+        def __call__(self, dataset_dict):
+            return None
+
+    MAPPER_REGISTRY.register(OldMapper)
+    try:
+        small_cfg.DATALOADER.MAPPER = "OldMapper"
+        with pytest.raises(ContractError, match="MAPPER 'OldMapper' breaks its contract"):
+            build_mapper(small_cfg, True)
+    finally:
+        MAPPER_REGISTRY._obj_map.pop("OldMapper")

@@ -7,8 +7,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _toy  # noqa: E402
 
-from detlab.engine.main import main_from_args  # noqa: E402
-from detlab.utils.cli import default_argument_parser  # noqa: E402
+from detlab.engine.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main_from_args(default_argument_parser().parse_args(), trainer_cls=_toy.ToyTrainer))
+    sys.exit(main(trainer_cls=_toy.ToyTrainer))

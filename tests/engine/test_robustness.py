@@ -236,12 +236,12 @@ def test_amp_is_switched_off_after_a_rollback_when_asked(run_toy, tmp_path):
         "SOLVER.NAN_GUARD.INJECT.ITERS": [12, 13],
     }
     trainer, _ = run_toy(tmp_path / "amp", **overrides)
-    assert trainer.nan_guard.rollbacks == 1 and trainer.amp_dtype is None
+    assert trainer.nan_guard.rollbacks == 1 and trainer.train_step.amp_dtype is None
     assert "Mixed precision switched off" in (tmp_path / "amp" / "log.txt").read_text()
     state = load_checkpoint_file(str(tmp_path / "amp" / "model_0000019.pth"))["nan_guard"]
     assert state["amp_off"] is True
     resumed, _ = run_toy(tmp_path / "amp", resume=True, **{**overrides, "SOLVER.MAX_ITER": 22})
-    assert resumed.amp_dtype is None  # stays off after a resume
+    assert resumed.train_step.amp_dtype is None  # stays off after a resume
     assert math.isfinite(resumed.nan_guard.health()["loss_median"])
 
 

@@ -17,7 +17,7 @@ def _tool(*args, timeout=60):
 
 
 def test_watch_summarises_a_run(run_toy, tmp_path):
-    from detlab.utils.run_status import format_status, summarize_run
+    from detlab.monitor import format_status, summarize_run
 
     out = tmp_path / "w"
     run_toy(
@@ -115,8 +115,8 @@ def test_divergence_stops_train_net_with_one_line(toy, tmp_path):
 
 
 def test_watch_tells_running_died_stopped_and_finished(tmp_path):
+    from detlab.monitor.status import format_status, summarize_run
     from detlab.utils.run_lock import RunLock
-    from detlab.utils.run_status import format_status, summarize_run
 
     run = tmp_path / "run"
     run.mkdir()

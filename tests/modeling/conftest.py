@@ -77,5 +77,19 @@ def tiny_cfg():
 
 
 @pytest.fixture
+def resnet18_cfg():
+    """``resnet18_cfg(channels=1)``: the tiny FCOS config on a full-width torchvision ResNet-18
+    (so torchvision state dicts fit it)."""
+
+    def make(channels: int = 1):
+        cfg = _tiny_cfg("FCOS", channels=channels)
+        cfg.MODEL.BACKBONE.NAME = "resnet18"
+        cfg.MODEL.RESNETS.WIDTH_MULT = 1.0
+        return cfg
+
+    return make
+
+
+@pytest.fixture
 def make_batch():
     return _batch

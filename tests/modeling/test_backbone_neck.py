@@ -113,3 +113,25 @@ def test_pixel_mean_length_must_match_channels(tiny_cfg):
     cfg.MODEL.PIXEL_STD = (1.0, 2.0, 3.0)
     with pytest.raises(UserError, match="PIXEL_MEAN"):
         build_model(cfg)
+
+
+def test_sync_bn_is_sync_batchnorm_with_bn_keys_and_refused_off_cuda(tiny_cfg, make_batch):
+    from torch import nn
+
+    from detlab.modeling.layers import check_sync_batchnorm
+
+    keys = {}
+    for norm in ("BN", "SyncBN"):
+        cfg = tiny_cfg("FCOS")
+        cfg.MODEL.BACKBONE.NORM = norm
+        cfg.MODEL.FCOS.NORM = norm
+        torch.manual_seed(0)
+        model = build_model(cfg).train()
+        keys[norm] = list(model.state_dict())
+    assert keys["SyncBN"] == keys["BN"]  # checkpoints move between the two
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()) > 5
+    losses = model(make_batch())  # one process: plain batch statistics
+    assert all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(UserError, match="SyncBN, which synchronises batch statistics over GPUs"):
+        check_sync_batchnorm(model, torch.device("cpu"))
+    check_sync_batchnorm(model, torch.device("cuda"))  # allowed where it can work

@@ -8,37 +8,30 @@ import pytest
 import torch
 import torchvision
 
-from detlab.modeling import build_model, load_weights
+from detlab.modeling import build_model, load_model_weights
 from detlab.utils.errors import UserError
 
 
-def _cfg(tiny_cfg, channels=1):
-    cfg = tiny_cfg("FCOS", channels=channels)
-    cfg.MODEL.BACKBONE.NAME = "resnet18"
-    cfg.MODEL.RESNETS.WIDTH_MULT = 1.0
-    return cfg
-
-
-def test_detlab_checkpoint_round_trip(tiny_cfg, tmp_path):
+def test_detlab_checkpoint_round_trip(resnet18_cfg, tmp_path):
     torch.manual_seed(0)
-    src = build_model(_cfg(tiny_cfg))
+    src = build_model(resnet18_cfg())
     path = tmp_path / "model_final.pth"
     torch.save({"model": src.state_dict(), "iteration": 5}, path)
     torch.manual_seed(1)
-    dst = build_model(_cfg(tiny_cfg))
-    report = load_weights(dst, str(path))
+    dst = build_model(resnet18_cfg())
+    report = load_model_weights(dst, str(path))
     assert not report["missing"] and not report["unexpected"] and not report["skipped"]
     for k, v in src.state_dict().items():
         assert torch.equal(v, dst.state_dict()[k]), k
 
 
-def test_torchvision_backbone_state_dict_into_single_channel(tiny_cfg, tmp_path):
+def test_torchvision_backbone_state_dict_into_single_channel(resnet18_cfg, tmp_path):
     torch.manual_seed(0)
     tv = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"
     torch.save(tv.state_dict(), path)
-    model = build_model(_cfg(tiny_cfg, channels=1))
-    report = load_weights(model, str(path))
+    model = build_model(resnet18_cfg(1))
+    report = load_model_weights(model, str(path))
     assert report["adapted"] == ["backbone.conv1.weight"]
     torch.testing.assert_close(model.backbone.conv1.weight, tv.conv1.weight.sum(1, keepdim=True))
     torch.testing.assert_close(model.backbone.layer3[1].conv2.weight, tv.layer3[1].conv2.weight)
@@ -46,33 +39,33 @@ def test_torchvision_backbone_state_dict_into_single_channel(tiny_cfg, tmp_path)
     assert report["missing"] and all(not k.startswith("backbone.") for k in report["missing"])
 
 
-def test_torchvision_detection_state_dict(tiny_cfg, tmp_path):
+def test_torchvision_detection_state_dict(resnet18_cfg, tmp_path):
     tv = torchvision.models.detection.fcos_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=2
     )
     path = tmp_path / "tv_fcos.pth"
     torch.save(tv.state_dict(), path)
-    cfg = _cfg(tiny_cfg, channels=3)
+    cfg = resnet18_cfg(3)
     cfg.MODEL.BACKBONE.NAME = "resnet50"
     model = build_model(cfg)
-    report = load_weights(model, str(path))
+    report = load_model_weights(model, str(path))
     torch.testing.assert_close(
         model.backbone.layer4[2].conv3.weight, tv.backbone.body.layer4[2].conv3.weight
     )
     assert not any(k.startswith("backbone.") for k in report["missing"])
 
 
-def test_bad_weight_files_are_user_errors(tiny_cfg, tmp_path):
-    model = build_model(_cfg(tiny_cfg))
+def test_bad_weight_files_are_user_errors(resnet18_cfg, tmp_path):
+    model = build_model(resnet18_cfg())
     with pytest.raises(UserError, match="does not exist"):
-        load_weights(model, str(tmp_path / "nope.pth"))
+        load_model_weights(model, str(tmp_path / "nope.pth"))
     bad = tmp_path / "bad.pth"
     bad.write_text("not a checkpoint")
     with pytest.raises(UserError, match="cannot be read"):
-        load_weights(model, str(bad))
+        load_model_weights(model, str(bad))
     torch.save({"model": "text"}, tmp_path / "odd.pth")
     with pytest.raises(UserError, match="no state dict"):
-        load_weights(model, str(tmp_path / "odd.pth"))
+        load_model_weights(model, str(tmp_path / "odd.pth"))
 
 
 @pytest.mark.skipif(

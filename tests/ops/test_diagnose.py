@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
+from detlab.diagnostics.cli import main as diagnose_main
 from detlab.diagnostics.core import FAIL, PASS, WARN, Report
 from detlab.diagnostics.environment import torchvision_matches
-from detlab.diagnostics.runner import main as diagnose_main
 from detlab.diagnostics.workers import check_workers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

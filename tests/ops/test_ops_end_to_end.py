@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from detlab.export.cli import main as export_main
-from detlab.utils.visualize_cli import main as visualize_main
+from detlab.visualization.cli import main as visualize_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

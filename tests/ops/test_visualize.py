@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from detlab.utils.visualize_cli import main as visualize_main
-from detlab.utils.visualizer import (
+from detlab.visualization.cli import main as visualize_main
+from detlab.visualization.draw import (
     class_colors,
     draw_boxes,
     draw_on_tensor,

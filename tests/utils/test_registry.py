@@ -60,16 +60,20 @@ def test_family_registries_have_contracts():
     from detlab.engine import HOOK_REGISTRY
     from detlab.modeling import (
         BACKBONE_REGISTRY,
-        HEAD_REGISTRY,
+        DENSE_HEAD_REGISTRY,
         META_ARCH_REGISTRY,
         NECK_REGISTRY,
+        PROPOSAL_GENERATOR_REGISTRY,
+        ROI_HEADS_REGISTRY,
         SIZE_WEIGHT_REGISTRY,
     )
 
     for reg in (
         BACKBONE_REGISTRY,
         NECK_REGISTRY,
-        HEAD_REGISTRY,
+        DENSE_HEAD_REGISTRY,
+        PROPOSAL_GENERATOR_REGISTRY,
+        ROI_HEADS_REGISTRY,
         META_ARCH_REGISTRY,
         MAPPER_REGISTRY,
         HOOK_REGISTRY,

@@ -28,7 +28,8 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.BACKBONE.NAME = "resnet50"  # name in BACKBONE_REGISTRY
     cfg.MODEL.BACKBONE.IN_CHANNELS = 3  # 1 for single-channel SAR
     cfg.MODEL.BACKBONE.FREEZE_AT = 0  # 0 = train all; k = freeze stem + first k-1 stages
-    cfg.MODEL.BACKBONE.NORM = "FrozenBN"  # "BN" | "FrozenBN" | "GN"; use "BN" from scratch
+    # "BN" | "SyncBN" (statistics over DDP GPUs) | "FrozenBN" | "GN"; use "BN" from scratch
+    cfg.MODEL.BACKBONE.NORM = "FrozenBN"
 
     # ResNet options. Names: resnet18/34/50/101 (torchvision constructors, weights=None) and
     # tiny_resnet (torchvision BasicBlocks, light CPU option).
@@ -57,7 +58,7 @@ def add_model_defaults(cfg: CN) -> None:
 
     # FCOS head (MODEL.META_ARCHITECTURE "FCOS").
     cfg.MODEL.FCOS = CN()
-    cfg.MODEL.FCOS.HEAD_NAME = "FCOSHead"  # name in HEAD_REGISTRY
+    cfg.MODEL.FCOS.HEAD_NAME = "FCOSHead"  # name in DENSE_HEAD_REGISTRY
     cfg.MODEL.FCOS.NUM_CLASSES = 80
     cfg.MODEL.FCOS.IN_FEATURES = ()  # neck levels used, e.g. ("p3", "p4", "p5"); () = all
     cfg.MODEL.FCOS.NUM_CONVS = 4  # conv layers per tower (classification and box)
@@ -76,7 +77,7 @@ def add_model_defaults(cfg: CN) -> None:
 
     # Faster R-CNN (MODEL.META_ARCHITECTURE "FasterRCNN"), Detectron2 key names.
     cfg.MODEL.PROPOSAL_GENERATOR = CN()
-    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"  # name in HEAD_REGISTRY
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"  # name in PROPOSAL_GENERATOR_REGISTRY
 
     cfg.MODEL.ANCHOR_GENERATOR = CN()
     # Anchor sizes (sqrt of area, input pixels) per RPN level, e.g. ((32,), (64,), (128,),
@@ -103,7 +104,7 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.RPN.SIZE_AWARE_LOSS = False  # apply MODEL.SIZE_AWARE_LOSS weights in the RPN too
 
     cfg.MODEL.ROI_HEADS = CN()
-    cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"  # name in HEAD_REGISTRY
+    cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"  # name in ROI_HEADS_REGISTRY
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80  # foreground classes (background excluded)
     cfg.MODEL.ROI_HEADS.IN_FEATURES = ()  # () = neck levels with stride <= 32
     cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS = (0.5,)  # foreground at/above

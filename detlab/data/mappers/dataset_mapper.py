@@ -8,8 +8,8 @@ original image. Returns None when the image cannot be read (warned once per path
 outside the image are clipped (``clipped_boxes``).
 
 Randomness: ``mapper(d, rng)`` draws everything from the numpy Generator ``rng`` (the loader
-passes one seeded by the sample's position, which makes resumed runs exact); without ``rng``
-the mapper uses its own generator.
+passes one seeded by the sample's position, which makes resumed runs exact); the global
+generators are never used.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ class DatasetMapper:
         out_channels: int = 3,
         image_format: str = "BGR",
         keep_crowd: bool = False,
-        seed: int | None = None,
     ) -> None:
         """
         Args:
@@ -96,7 +95,6 @@ class DatasetMapper:
         self.keep_crowd = keep_crowd
         self.aug_specs = [dict(a) for a in augmentations] if is_train else []
         self.augment = build_albumentations(self.aug_specs)
-        self._rng = np.random.default_rng(seed)
 
     @classmethod
     def from_config(cls, cfg: Any, is_train: bool = True) -> dict[str, Any]:
@@ -121,10 +119,7 @@ class DatasetMapper:
         return img, boxes, labels
 
     # -------------------------------------------------------------- main
-    def __call__(
-        self, dataset_dict: dict, rng: np.random.Generator | None = None
-    ) -> dict[str, Any] | None:
-        rng = self._rng if rng is None else rng
+    def __call__(self, dataset_dict: dict, rng: np.random.Generator) -> dict[str, Any] | None:
         d = copy.copy(dataset_dict)
         path = d["file_name"]
         raw = read_image(path)

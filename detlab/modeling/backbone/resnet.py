@@ -23,6 +23,7 @@ from detlab.modeling.backbone.build import BACKBONE_REGISTRY
 from detlab.modeling.layers import get_norm
 from detlab.structures import ShapeSpec
 from detlab.utils.errors import UserError
+from detlab.utils.registry import instantiate
 
 __all__ = ["ResNet", "convert_frozen_batchnorm"]
 
@@ -72,7 +73,7 @@ class ResNet(nn.Module):
     Args:
         depth_name: ``"resnet18" | "resnet34" | "resnet50" | "resnet101" | "tiny_resnet"``.
         in_channels: input image channels (1 for SAR, 3 for RGB).
-        norm: ``"BN" | "FrozenBN" | "GN"`` in the whole network.
+        norm: ``"BN" | "SyncBN" | "FrozenBN" | "GN"`` in the whole network.
         freeze_at: 0 trains everything; k >= 1 freezes the stem and stages 1..k-1 (their
             parameters get no gradient and their BatchNorms become frozen).
         width_mult: multiplies the stage widths (64, 128, 256, 512); 1.0 uses torchvision's
@@ -92,7 +93,7 @@ class ResNet(nn.Module):
         super().__init__()
         norm_layer = get_norm(norm)
         if norm_layer is None:
-            raise UserError("MODEL.BACKBONE.NORM must be BN, FrozenBN or GN for a ResNet.")
+            raise UserError("MODEL.BACKBONE.NORM must be BN, SyncBN, FrozenBN or GN for a ResNet.")
         if not 0 <= freeze_at <= 5:
             raise UserError(f"MODEL.BACKBONE.FREEZE_AT is {freeze_at}; use 0..5.")
         if depth_name == "tiny_resnet":
@@ -180,9 +181,7 @@ class ResNet(nn.Module):
 
 def _register(name: str) -> None:
     def build(cfg: Any) -> ResNet:
-        args = ResNet.from_config(cfg)
-        args["depth_name"] = name
-        return ResNet(**args)
+        return instantiate(ResNet, cfg, depth_name=name)
 
     build.__name__ = name
     build.__qualname__ = name

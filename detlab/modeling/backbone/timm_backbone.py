@@ -1,7 +1,9 @@
 """``timm`` backbone: any timm model created with ``features_only=True`` (``.[timm]`` extra).
 
-timm is imported only when this backbone is built. The model's feature maps at reductions
-4, 8, 16 and 32 become ``res2``..``res5``, so every neck works on top of it.
+timm is imported only when this backbone is built. Each feature map is named by its stride
+(timm's "reduction"), as every detlab backbone names them: reduction 4 → ``res2``, 8 →
+``res3``, 16 → ``res4``, 32 → ``res5`` (``res{log2(stride)}``), so a neck reading ``res3``
+gets the stride-8 map whatever timm's stage numbering is.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from torch import nn
 
 from detlab.modeling.backbone.build import BACKBONE_REGISTRY
 from detlab.modeling.backbone.resnet import convert_frozen_batchnorm
+from detlab.modeling.contracts import level_name
 from detlab.structures import ShapeSpec
 from detlab.utils.errors import UserError
+from detlab.utils.registry import instantiate
 
 __all__ = ["TimmBackbone"]
 
@@ -52,12 +56,16 @@ class TimmBackbone(nn.Module):
             model_name, pretrained=False, features_only=True, in_chans=in_channels
         )
         info = self.body.feature_info
-        reductions = info.reduction()
-        self._keep = {}
-        for idx, red in enumerate(reductions):
+        by_stride: dict[int, int] = {}  # stride -> index of the deepest map at that stride
+        for idx, red in enumerate(info.reduction()):
             if red in (4, 8, 16, 32):
-                self._keep[idx] = (f"res{red.bit_length()}", info.channels()[idx], red)
-        if len({v[0] for v in self._keep.values()}) < 3:
+                by_stride[int(red)] = idx
+        self._keep = {
+            idx: (level_name("res", red), int(info.channels()[idx]), red)
+            for red, idx in sorted(by_stride.items())
+        }
+        self.in_channels = int(in_channels)
+        if len(self._keep) < 3 or not {8, 16, 32} <= set(by_stride):
             raise UserError(
                 f"timm model '{model_name}' does not give feature maps at strides 8/16/32; "
                 "choose a hierarchical (CNN-like) model."
@@ -87,16 +95,18 @@ class TimmBackbone(nn.Module):
         }
 
     def output_shape(self) -> dict[str, ShapeSpec]:
+        """``{"res2": ShapeSpec(C, 4), ..., "res5": ShapeSpec(C, 32)}`` (the strides timm has)."""
         return {name: ShapeSpec(c, s) for name, c, s in self._keep.values()}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``x``: B×C×H×W → ``{"res{log2(stride)}": map}`` in ``output_shape()`` order."""
         feats = self.body(x)
-        return {self._keep[i][0]: f for i, f in enumerate(feats) if i in self._keep}
+        return {name: feats[i] for i, (name, _, _) in self._keep.items()}
 
 
 def timm(cfg: Any) -> TimmBackbone:
     """``timm`` backbone named by ``MODEL.TIMM.MODEL_NAME`` (see :class:`TimmBackbone`)."""
-    return TimmBackbone(**TimmBackbone.from_config(cfg))
+    return instantiate(TimmBackbone, cfg)
 
 
 BACKBONE_REGISTRY.register(timm)

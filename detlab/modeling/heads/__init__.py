@@ -1,9 +1,29 @@
-"""Detection heads; importing this package registers them in ``HEAD_REGISTRY``."""
+"""Detection heads; importing this package registers them in their registries:
+``DENSE_HEAD_REGISTRY`` (FCOS), ``PROPOSAL_GENERATOR_REGISTRY`` (RPN), ``ROI_HEADS_REGISTRY``
+(StandardROIHeads)."""
 
 from detlab.modeling.heads.anchors import AnchorGenerator
-from detlab.modeling.heads.build import HEAD_REGISTRY
+from detlab.modeling.heads.build import (
+    DENSE_HEAD_REGISTRY,
+    PROPOSAL_GENERATOR_REGISTRY,
+    ROI_HEADS_REGISTRY,
+    build_dense_head,
+    build_proposal_generator,
+    build_roi_heads,
+)
 from detlab.modeling.heads.fcos_head import FCOSHead
 from detlab.modeling.heads.roi_heads import StandardROIHeads
 from detlab.modeling.heads.rpn import RPN
 
-__all__ = ["AnchorGenerator", "FCOSHead", "HEAD_REGISTRY", "RPN", "StandardROIHeads"]
+__all__ = [
+    "DENSE_HEAD_REGISTRY",
+    "PROPOSAL_GENERATOR_REGISTRY",
+    "ROI_HEADS_REGISTRY",
+    "RPN",
+    "AnchorGenerator",
+    "FCOSHead",
+    "StandardROIHeads",
+    "build_dense_head",
+    "build_proposal_generator",
+    "build_roi_heads",
+]

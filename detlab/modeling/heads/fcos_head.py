@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
 
-from detlab.modeling.heads.build import HEAD_REGISTRY
+from detlab.modeling.heads.build import DENSE_HEAD_REGISTRY
 from detlab.modeling.layers import Scale, get_norm, prior_bias
-from detlab.modeling.losses.size_weights import SizeWeighting
+from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
 from detlab.utils.errors import UserError
 
@@ -80,7 +80,7 @@ def _tower(channels: int, num_convs: int, norm: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@HEAD_REGISTRY.register()
+@DENSE_HEAD_REGISTRY.register()
 class FCOSHead(nn.Module):
     """The FCOS head over pyramid levels of equal channel count.
 
@@ -163,7 +163,7 @@ class FCOSHead(nn.Module):
             "topk_candidates": c.TOPK_CANDIDATES_TEST,
             "nms_thresh": c.NMS_THRESH_TEST,
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "size_weighting": SizeWeighting.from_config(cfg),
+            "size_weighting": build_size_weighting(cfg),
         }
 
     # ----------------------------------------------------------------- network

@@ -20,9 +20,9 @@ from torch import nn
 from torchvision.ops import MultiScaleRoIAlign, batched_nms, box_iou
 
 from detlab.modeling.box_coding import BoxCoder, Matcher, subsample_labels
-from detlab.modeling.heads.build import HEAD_REGISTRY
+from detlab.modeling.heads.build import ROI_HEADS_REGISTRY
 from detlab.modeling.layers import c2_xavier_fill, get_norm
-from detlab.modeling.losses.size_weights import SizeWeighting
+from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
 
 __all__ = ["BoxHead", "StandardROIHeads"]
@@ -64,7 +64,7 @@ class BoxHead(nn.Module):
         return self.layers(x)
 
 
-@HEAD_REGISTRY.register()
+@ROI_HEADS_REGISTRY.register()
 class StandardROIHeads(nn.Module):
     """Box branch of Faster R-CNN. ``forward(features, proposals, image_sizes, targets)``.
 
@@ -155,7 +155,7 @@ class StandardROIHeads(nn.Module):
             "score_thresh": c.SCORE_THRESH_TEST,
             "nms_thresh": c.NMS_THRESH_TEST,
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "size_weighting": SizeWeighting.from_config(cfg),
+            "size_weighting": build_size_weighting(cfg),
         }
 
     @torch.no_grad()

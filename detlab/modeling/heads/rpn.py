@@ -19,14 +19,15 @@ from torchvision.ops import batched_nms, box_iou, remove_small_boxes
 
 from detlab.modeling.box_coding import BoxCoder, Matcher, subsample_labels
 from detlab.modeling.heads.anchors import AnchorGenerator
-from detlab.modeling.heads.build import HEAD_REGISTRY
-from detlab.modeling.losses.size_weights import SizeWeighting
+from detlab.modeling.heads.build import PROPOSAL_GENERATOR_REGISTRY
+from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
+from detlab.utils.registry import instantiate
 
 __all__ = ["RPN"]
 
 
-@HEAD_REGISTRY.register()
+@PROPOSAL_GENERATOR_REGISTRY.register()
 class RPN(nn.Module):
     """Region proposal network. ``forward`` → (proposals per image, losses dict).
 
@@ -73,7 +74,7 @@ class RPN(nn.Module):
     def from_config(cls, cfg: Any, input_shape: dict[str, ShapeSpec]) -> dict[str, Any]:
         c = cfg.MODEL.RPN
         strides = [s.stride for s in input_shape.values()]
-        anchors = AnchorGenerator(**AnchorGenerator.from_config(cfg, strides))
+        anchors = instantiate(AnchorGenerator, cfg, strides)
         return {
             "in_channels": next(iter(input_shape.values())).channels,
             "anchor_generator": anchors,
@@ -87,7 +88,7 @@ class RPN(nn.Module):
             "post_nms_topk": (c.POST_NMS_TOPK_TRAIN, c.POST_NMS_TOPK_TEST),
             "nms_thresh": c.NMS_THRESH,
             "min_size": c.MIN_SIZE,
-            "size_weighting": SizeWeighting.from_config(cfg) if c.SIZE_AWARE_LOSS else None,
+            "size_weighting": build_size_weighting(cfg) if c.SIZE_AWARE_LOSS else None,
         }
 
     def predict(self, features: Sequence[torch.Tensor]) -> tuple[list, list]:

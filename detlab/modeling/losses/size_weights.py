@@ -7,10 +7,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from detlab.utils.errors import UserError
-from detlab.utils.registry import Registry
+from detlab.utils.errors import ContractError, UserError
+from detlab.utils.registry import Registry, instantiate
 
-__all__ = ["SIZE_WEIGHT_REGISTRY", "SizeWeighting", "exponential", "linear", "step"]
+__all__ = [
+    "SIZE_WEIGHT_REGISTRY",
+    "SizeWeighting",
+    "build_size_weighting",
+    "exponential",
+    "linear",
+    "step",
+]
 
 SIZE_WEIGHT_REGISTRY = Registry(
     "SIZE_WEIGHT",
@@ -81,17 +88,39 @@ class SizeWeighting:
             "medium_area": float(medium_area),
         }
         self.normalize = normalize
+        probe = torch.tensor([0.0, float(small_area), float(medium_area), 1e6])
+        w = self.fn(probe, **self.kwargs)
+        if (
+            not isinstance(w, Tensor)
+            or w.shape != probe.shape
+            or not bool(torch.isfinite(w).all())
+            or bool((w < 1.0 - 1e-6).any())
+        ):
+            got = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+            raise ContractError(
+                f"SIZE_WEIGHT '{fn_name}' breaks its contract: on areas {probe.tolist()} it "
+                f"returned {w.tolist() if isinstance(w, Tensor) else got}, not one finite "
+                "weight >= 1 per area."
+            )
 
     @classmethod
-    def from_config(cls, cfg: Any) -> SizeWeighting | None:
-        """The configured weighting, or None when ``MODEL.SIZE_AWARE_LOSS.ENABLED`` is off."""
+    def from_config(cls, cfg: Any) -> dict[str, Any]:
         c = cfg.MODEL.SIZE_AWARE_LOSS
-        if not c.ENABLED:
-            return None
-        return cls(c.TYPE, c.MAX_WEIGHT, c.SMALL_AREA, c.MEDIUM_AREA, c.NORMALIZE)
+        return {
+            "fn_name": c.TYPE,
+            "max_weight": c.MAX_WEIGHT,
+            "small_area": c.SMALL_AREA,
+            "medium_area": c.MEDIUM_AREA,
+            "normalize": c.NORMALIZE,
+        }
 
     def __call__(self, area: Tensor) -> Tensor:
         return self.fn(area.float(), **self.kwargs)
 
     def __repr__(self) -> str:
         return f"SizeWeighting({self.fn.__name__}, {self.kwargs}, normalize={self.normalize})"
+
+
+def build_size_weighting(cfg: Any) -> SizeWeighting | None:
+    """The configured weighting, or None when ``MODEL.SIZE_AWARE_LOSS.ENABLED`` is off."""
+    return instantiate(SizeWeighting, cfg) if cfg.MODEL.SIZE_AWARE_LOSS.ENABLED else None

@@ -16,7 +16,19 @@ from torch import nn
 from detlab.structures import Instances
 from detlab.utils.errors import UserError
 
-__all__ = ["Detector", "detector_base_config"]
+__all__ = ["Detector", "detector_base_config", "select_features"]
+
+
+def select_features(available: dict, names: Any, key: str) -> list[str]:
+    """The neck levels a head reads: ``names`` if given, else all of them (finest first)."""
+    names = list(names) or list(available)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise UserError(
+            f"{key} names {unknown}, which the neck does not output (it has "
+            f"{list(available)}); pick from those."
+        )
+    return names
 
 
 def detector_base_config(cfg: Any, max_stride: int) -> dict[str, Any]:

@@ -1,91 +1,23 @@
-"""The FCOS one-stage detector: backbone → neck → FCOS head."""
+"""The FCOS one-stage detector (Tian et al. 2019): backbone → neck → FCOS head."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
-
-from detlab.modeling.backbone.build import build_backbone
-from detlab.modeling.heads.build import HEAD_REGISTRY
-from detlab.modeling.meta_arch.base import Detector, detector_base_config
 from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY
-from detlab.modeling.neck.build import build_neck
-from detlab.structures import Instances
-from detlab.utils.errors import UserError
+from detlab.modeling.meta_arch.one_stage import OneStageDetector
 
-__all__ = ["FCOS", "select_features"]
-
-
-def select_features(available: dict, names: Any, key: str) -> list[str]:
-    """The neck levels a head reads: ``names`` if given, else all of them (finest first)."""
-    names = list(names) or list(available)
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise UserError(
-            f"{key} names {unknown}, which the neck does not output (it has "
-            f"{list(available)}); pick from those."
-        )
-    return names
+__all__ = ["FCOS"]
 
 
 @META_ARCH_REGISTRY.register()
-class FCOS(Detector):
-    """FCOS detector. ``forward(batched_inputs)`` follows the META_ARCH contract.
+class FCOS(OneStageDetector):
+    """FCOS detector: the dense head ``MODEL.FCOS.HEAD_NAME`` on ``MODEL.FCOS.IN_FEATURES``.
 
-    Args:
-        backbone: module returning ``res2``..``res5`` with ``output_shape()``.
-        neck: module over the backbone features returning ``p*`` levels.
-        head: FCOS head taking ``(features, image_sizes, targets)``.
-        in_features: neck levels fed to the head, finest first.
-        pixel_mean, pixel_std, size_divisibility, channels_last: see :class:`Detector`.
+    Arguments as :class:`OneStageDetector`.
     """
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        neck: nn.Module,
-        head: nn.Module,
-        in_features: list[str],
-        pixel_mean: tuple[float, ...],
-        pixel_std: tuple[float, ...],
-        size_divisibility: int = 32,
-        channels_last: bool = False,
-    ) -> None:
-        super().__init__(pixel_mean, pixel_std, size_divisibility, channels_last)
-        self.backbone, self.neck, self.head = backbone, neck, head
-        self.in_features = list(in_features)
-        self.finish_init(backbone)
 
     @classmethod
     def from_config(cls, cfg: Any) -> dict[str, Any]:
-        backbone = build_backbone(cfg)
-        neck = build_neck(cfg, backbone.output_shape())
-        shapes = neck.output_shape()
-        names = select_features(shapes, cfg.MODEL.FCOS.IN_FEATURES, "MODEL.FCOS.IN_FEATURES")
-        head_cls = HEAD_REGISTRY.get(cfg.MODEL.FCOS.HEAD_NAME)
-        head = head_cls(**head_cls.from_config(cfg, {n: shapes[n] for n in names}))
-        max_stride = max(s.stride for s in backbone.output_shape().values())
-        return {
-            "backbone": backbone,
-            "neck": neck,
-            "head": head,
-            "in_features": names,
-            **detector_base_config(cfg, max_stride),
-        }
-
-    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Backbone + neck on a preprocessed batch → the head's input levels."""
-        feats = self.neck(self.backbone(images))
-        return [feats[n] for n in self.in_features]
-
-    def forward(
-        self, batched_inputs: list[dict[str, Any]]
-    ) -> dict[str, torch.Tensor] | list[dict[str, Instances]]:
-        images, sizes = self.preprocess(batched_inputs)
-        features = self.features(images)
-        if self.training:
-            return self.head(features, sizes, self.prepare_targets(batched_inputs, sizes))
-        results = self.head(features, sizes)
-        return self.postprocess(results, batched_inputs, sizes)
+        c = cfg.MODEL.FCOS
+        return cls.parts_from_config(cfg, c.HEAD_NAME, c.IN_FEATURES, "MODEL.FCOS.IN_FEATURES")

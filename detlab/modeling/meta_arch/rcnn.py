@@ -8,10 +8,9 @@ import torch
 from torch import nn
 
 from detlab.modeling.backbone.build import build_backbone
-from detlab.modeling.heads.build import HEAD_REGISTRY
-from detlab.modeling.meta_arch.base import Detector, detector_base_config
+from detlab.modeling.heads.build import build_proposal_generator, build_roi_heads
+from detlab.modeling.meta_arch.base import Detector, detector_base_config, select_features
 from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY
-from detlab.modeling.meta_arch.fcos import select_features
 from detlab.modeling.neck.build import build_neck
 from detlab.structures import Instances
 
@@ -23,10 +22,11 @@ class FasterRCNN(Detector):
     """Two-stage detector. ``forward(batched_inputs)`` follows the META_ARCH contract.
 
     Args:
-        backbone, neck: feature extractor and pyramid.
-        proposal_generator: RPN-like head ``(features, image_sizes, targets) ->
-            (proposals, losses)``.
-        roi_heads: ``(features_dict, proposals, image_sizes, targets)`` → losses or detections.
+        backbone, neck: BACKBONE- and NECK-contract modules.
+        proposal_generator: PROPOSAL_GENERATOR-contract module ``(features, image_sizes,
+            targets) -> (proposals, losses)``.
+        roi_heads: ROI_HEADS-contract module ``(features_dict, proposals, image_sizes,
+            targets)`` → losses or detections.
         rpn_in_features: neck levels fed to the RPN, finest first.
     """
 
@@ -59,10 +59,8 @@ class FasterRCNN(Detector):
         roi_names = select_features(
             shapes, cfg.MODEL.ROI_HEADS.IN_FEATURES or default_roi, "MODEL.ROI_HEADS.IN_FEATURES"
         )
-        rpn_cls = HEAD_REGISTRY.get(cfg.MODEL.PROPOSAL_GENERATOR.NAME)
-        rpn = rpn_cls(**rpn_cls.from_config(cfg, {n: shapes[n] for n in rpn_names}))
-        roi_cls = HEAD_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME)
-        roi = roi_cls(**roi_cls.from_config(cfg, {n: shapes[n] for n in roi_names}))
+        rpn = build_proposal_generator(cfg, {n: shapes[n] for n in rpn_names})
+        roi = build_roi_heads(cfg, {n: shapes[n] for n in roi_names})
         max_stride = max(s.stride for s in backbone.output_shape().values())
         return {
             "backbone": backbone,

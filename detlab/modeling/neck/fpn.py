@@ -1,7 +1,10 @@
 """Feature pyramids over backbone stages: ``FPN`` (top-down) and ``PAFPN`` (+ bottom-up).
 
-Both take ``in_stages`` (backbone stages 1..4 = strides 4/8/16/32): ``(2, 3, 4)`` is the
-3-scale pyramid P3–P5, ``(1, 2, 3, 4)`` the 4-scale P2–P5. A top block adds P6 (``"P6"``,
+Both take ``in_stages`` (backbone stages 1..4 = maps ``res2``..``res5`` = strides 4/8/16/32):
+``(2, 3, 4)`` is the 3-scale pyramid P3–P5, ``(1, 2, 3, 4)`` the 4-scale P2–P5. The strides of
+those maps come from the backbone's ``output_shape()`` (``in_strides``); a backbone whose
+declared strides differ from the ones a stage stands for is refused in one sentence, so a
+neck never reads a map at the wrong stride. A top block adds P6 (``"P6"``,
 a stride-2 3×3 conv on the top output; ``"P6pool"``, a parameter-free stride-2 subsampling
 as Faster R-CNN FPNs use) or P6 and P7 (``"P6P7"``, P7 from ReLU(P6)). Output levels are keyed
 ``p{log2(stride)}``.
@@ -9,7 +12,6 @@ as Faster R-CNN FPNs use) or P6 and P7 (``"P6P7"``, P7 from ReLU(P6)). Output le
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detlab.modeling.contracts import level_name
 from detlab.modeling.layers import c2_xavier_fill, get_norm
 from detlab.modeling.neck.build import NECK_REGISTRY
 from detlab.structures import ShapeSpec
@@ -43,6 +46,9 @@ class FPN(nn.Module):
         out_channels: channels of every output level.
         top_block: ``"none" | "P6" | "P6P7" | "P6pool"``: extra coarser levels.
         norm: norm after each conv (``""`` for none, ``"GN"``, ``"BN"``).
+        in_strides: strides of the backbone maps it is given (from the backbone's
+            ``output_shape()``), in ``in_stages`` order; None = the strides the stages stand
+            for (stage k → ``2**(k+1)``). Any other value is refused.
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class FPN(nn.Module):
         out_channels: int = 256,
         top_block: str = "P6P7",
         norm: str = "",
+        in_strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         stages = [int(s) for s in in_stages]
@@ -64,6 +71,15 @@ class FPN(nn.Module):
             raise UserError(f"MODEL.FPN.TOP_BLOCK is '{top_block}'; use none, P6, P6P7 or P6pool.")
         if len(in_channels) != len(stages):
             raise ValueError("in_channels and in_stages must have the same length")
+        expected = [2 ** (s + 1) for s in stages]
+        given = expected if in_strides is None else [int(s) for s in in_strides]
+        if given != expected:
+            raise UserError(
+                f"{type(self).__name__} reads backbone stages {tuple(stages)} "
+                f"({', '.join(f'res{s + 1}' for s in stages)}) expecting strides {expected}, but "
+                f"the backbone declares strides {given} for them; fix the backbone's "
+                "output_shape() names (res{k} must have stride 2**k)."
+            )
         self.in_stages = tuple(stages)
         self.in_features = [f"res{s + 1}" for s in stages]
         self.out_channels = out_channels
@@ -75,7 +91,7 @@ class FPN(nn.Module):
             _conv(out_channels, out_channels, 3, 2, "")
             for _ in range(0 if self.top_pool else self.num_top)
         )
-        strides = [2 ** (s + 1) for s in stages]
+        strides = list(given)
         strides += [strides[-1] * 2 ** (i + 1) for i in range(self.num_top)]
         self._strides = strides
 
@@ -88,8 +104,10 @@ class FPN(nn.Module):
                 f"MODEL.FPN.IN_STAGES {stages} asks for {missing}, which the backbone does not "
                 f"output (it has {sorted(input_shape)}); choose stages it has."
             )
+        names = [f"res{s + 1}" for s in stages]
         return {
-            "in_channels": [input_shape[f"res{s + 1}"].channels for s in stages],
+            "in_channels": [input_shape[n].channels for n in names],
+            "in_strides": [input_shape[n].stride for n in names],
             "in_stages": stages,
             "out_channels": cfg.MODEL.FPN.OUT_CHANNELS,
             "top_block": cfg.MODEL.FPN.TOP_BLOCK,
@@ -98,7 +116,7 @@ class FPN(nn.Module):
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         """``{"p3": ShapeSpec(C, 8), ...}`` for every output level, finest first."""
-        return {f"p{int(math.log2(s))}": ShapeSpec(self.out_channels, s) for s in self._strides}
+        return {level_name("p", s): ShapeSpec(self.out_channels, s) for s in self._strides}
 
     def _top_down(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         xs = [features[name] for name in self.in_features]
@@ -139,8 +157,9 @@ class PAFPN(FPN):
         out_channels: int = 256,
         top_block: str = "P6P7",
         norm: str = "",
+        in_strides: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(in_channels, in_stages, out_channels, top_block, norm)
+        super().__init__(in_channels, in_stages, out_channels, top_block, norm, in_strides)
         n = len(self.in_stages) - 1
         self.down = nn.ModuleList(_conv(out_channels, out_channels, 3, 2, norm) for _ in range(n))
         self.fuse = nn.ModuleList(_conv(out_channels, out_channels, 3, 1, norm) for _ in range(n))

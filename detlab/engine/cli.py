@@ -1,4 +1,4 @@
-"""What ``tools/train_net.py`` runs: parse → check config → launch processes → train/evaluate.
+"""``tools/train_net.py``: parse → check config → launch processes → train/evaluate.
 
 Exit status of :func:`main_from_args`:
 
@@ -25,10 +25,10 @@ from detlab.engine.launch import launch
 from detlab.engine.preemption import EXIT_PREEMPTED, TrainingPreempted, requeued_job
 from detlab.engine.run_dir import check_output_dir, release_output_dir
 from detlab.utils import comm
-from detlab.utils.cli import run_tool
+from detlab.utils.cli import default_argument_parser, run_tool
 from detlab.utils.file_io import atomic_write_text
 
-__all__ = ["main_from_args", "train_main"]
+__all__ = ["main", "main_from_args", "train_main"]
 
 logger = logging.getLogger("detlab")
 
@@ -68,12 +68,12 @@ def train_main(args: Any, trainer_cls: Any = None) -> dict[str, Any]:
 
 
 def _load_eval_weights(cfg: Any, model: Any) -> None:
-    from detlab.modeling import load_weights
+    from detlab.modeling import load_model_weights
     from detlab.utils.errors import UserError
 
     if not cfg.MODEL.WEIGHTS:
         raise UserError("--eval-only needs MODEL.WEIGHTS; pass MODEL.WEIGHTS path/to/model.pth.")
-    load_weights(model, cfg.MODEL.WEIGHTS)
+    load_model_weights(model, cfg.MODEL.WEIGHTS)
 
 
 def main_from_args(args: Any, trainer_cls: Any = None) -> int:
@@ -101,3 +101,9 @@ def main_from_args(args: Any, trainer_cls: Any = None) -> int:
         return status if isinstance(status, int) else 0
 
     return run_tool(run, debug=args.debug)
+
+
+def main(argv: list[str] | None = None, trainer_cls: Any = None) -> int:
+    """Entry point of ``tools/train_net.py``; returns the exit status."""
+    parser = default_argument_parser("Train (or evaluate) a detector from a config file.")
+    return main_from_args(parser.parse_args(argv), trainer_cls)

@@ -17,13 +17,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detlab.utils.cli import DetlabArgumentParser, run_tool
+from detlab.utils.cli import DetlabArgumentParser, parse_with_overrides, run_tool
 from detlab.utils.errors import UserError
-from detlab.utils.ops_cli import parse_with_overrides
-from detlab.utils.visualizer import draw_instances, to_display_image
+from detlab.visualization.draw import draw_instances, to_display_image
 
 __all__ = [
-    "load_model_for_inference",
     "load_predictions_json",
     "main",
     "predict_images",
@@ -103,20 +101,6 @@ def load_predictions_json(path: str, id_map: dict[int, int] | None = None) -> di
     }
 
 
-def load_model_for_inference(cfg: Any) -> Any:
-    """``build_model(cfg)`` with ``MODEL.WEIGHTS`` loaded, in eval mode."""
-    from detlab.engine.checkpoint import Checkpointer
-    from detlab.modeling import build_model
-
-    if not cfg.MODEL.WEIGHTS:
-        raise UserError(
-            "Predictions need a model: pass MODEL.WEIGHTS path/to/model.pth (or --predictions)."
-        )
-    model = build_model(cfg)
-    Checkpointer(model, cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS, model_only=True)
-    return model.eval()
-
-
 def predict_images(cfg: Any, model: Any, dicts: Sequence[dict]) -> dict[Any, dict]:
     """Run ``model`` (eval mode) on dataset dicts with the inference mapper."""
     import torch
@@ -127,7 +111,7 @@ def predict_images(cfg: Any, model: Any, dicts: Sequence[dict]) -> dict[Any, dic
     out: dict[Any, dict] = {}
     with torch.no_grad():
         for d in dicts:
-            inp = mapper(d)
+            inp = mapper(d, np.random.default_rng(0))
             if inp is None:
                 continue
             inst = model([inp])[0]["instances"]
@@ -234,7 +218,9 @@ def _run(args: argparse.Namespace) -> int:
             id_map = meta.get("thing_dataset_id_to_contiguous_id")
             predictions = load_predictions_json(args.predictions, id_map)
         else:
-            predictions = predict_images(cfg, load_model_for_inference(cfg), chosen)
+            from detlab.modeling import build_inference_model
+
+            predictions = predict_images(cfg, build_inference_model(cfg), chosen)
     paths = visualize_dataset(
         chosen,
         os.path.join(args.output, name),

@@ -1,10 +1,11 @@
 """The state of a training run at a glance, from ``OUTPUT_DIR/metrics.jsonl`` (torch-free).
 
-Used by ``tools/watch.py``: progress, speed and ETA, the loss trend, NaN skips, rollbacks,
-gradient-clip events, the last evaluation, and whether the run is alive: ``finished``
-(``final_metrics.json`` written), ``running`` (a live process holds ``OUTPUT_DIR/run.lock``),
-``died`` (the lock file remains but its process is gone: killed, out of memory, node lost) or
-``stopped`` (ended without finishing and released the folder: an error, a preemption).
+Used by ``tools/watch.py`` (:mod:`detlab.monitor.cli`): progress, speed and ETA, the loss
+trend, NaN skips, rollbacks, gradient-clip events, the last evaluation, and whether the run is
+alive: ``finished`` (``final_metrics.json`` written), ``running`` (a live process holds
+``OUTPUT_DIR/run.lock``), ``died`` (the lock file remains but its process is gone: killed,
+out of memory, node lost) or ``stopped`` (ended without finishing and released the folder: an
+error, a preemption).
 """
 
 from __future__ import annotations
