@@ -245,6 +245,29 @@ def test_a_trial_killed_by_a_signal_resumes_from_its_checkpoint(make_spec, monke
 
 
 @pytest.mark.slow
+def test_a_preempted_trial_resumes_from_its_checkpoint(make_spec, monkeypatch, tmp_path):
+    """train_net's preemption exit (75: SIGTERM/SIGUSR1 arrived, checkpoint saved) hands the
+    trial back like a signal death; the next attempt resumes."""
+    wrapper = tmp_path / "preempted_once.py"
+    marker = tmp_path / "preempted-once"
+    wrapper.write_text(
+        "import os, runpy, sys\n"
+        f"marker = {str(marker)!r}\n"
+        "out = sys.argv[sys.argv.index('OUTPUT_DIR') + 1]\n"
+        "if not os.path.exists(marker):\n"
+        "    open(marker, 'w').close()\n"
+        "    os.makedirs(out, exist_ok=True)\n"
+        "    open(os.path.join(out, 'last_checkpoint'), 'w').write('model_0000009.pth')\n"
+        "    sys.exit(75)\n"
+        f"runpy.run_path({FAKE!r}, run_name='__main__')\n"
+    )
+    spec = make_spec(parameters={LR: [0.01], CLIP: [0.5]}, train_script=str(wrapper), study={})
+    assert main([str(spec)]) == 0
+    assert [c["resume"] for c in make_spec.read_calls()] == [True]
+    assert _csv(make_spec.root)[0]["status"] == "finished"
+
+
+@pytest.mark.slow
 def test_rerun_continues_the_study_and_a_bigger_budget_adds_trials(make_spec, capfd):
     params = {LR: {"loguniform": [1e-3, 1e-1]}, CLIP: [0.5, 1.0]}
     random = {"method": "random", "seed": 2, "name_template": "r{index}", "parameters": params}
