@@ -3,23 +3,26 @@
 Default: batch 2, 512×512 RGB, random init, 80 classes. For each architecture it times, with
 the models interleaved step by step so machine load hits them alike:
 
-* ``detlab`` — detlab FCOS-R50-FPN / Faster R-CNN-R50-FPN full train step (forward with
-  losses, backward, SGD step);
-* ``torchvision`` — ``fcos_resnet50_fpn`` / ``fasterrcnn_resnet50_fpn`` configured alike
-  (BatchNorm trained, all layers trainable, same head depth, anchors, proposal counts,
-  sampled anchors/RoIs per image, RoIAlign sampling, normalisation), on the same inputs;
+* ``detlab`` — detlab FCOS-R50-FPN / Faster R-CNN-R50-FPN / RetinaNet-R50-FPN full train
+  step (forward with losses, backward, SGD step), contiguous (NCHW) convolutions;
+* ``torchvision`` — ``fcos_resnet50_fpn`` / ``fasterrcnn_resnet50_fpn`` /
+  ``retinanet_resnet50_fpn`` configured alike (BatchNorm trained, all layers trainable, same
+  head depth, anchors, proposal counts, sampled anchors/RoIs per image, RoIAlign sampling,
+  P6/P7 from C5 and the L1 box loss for RetinaNet, normalisation), on the same inputs;
 * ``detlab convs`` — the same detlab network's convolutions (and FC layers) alone: backbone,
   neck, head towers and predictors, forward + backward + SGD step on a precomputed normalised
   batch, without target assignment, sampling, RoIAlign, losses or post-processing;
 * ``torchvision backbone+FPN`` — torchvision's backbone and FPN alone (reference ratio);
-* ``detlab channels_last`` — the detlab model with ``MODEL.CHANNELS_LAST True``.
+* ``detlab channels_last`` — the detlab model with ``MODEL.CHANNELS_LAST True`` (the
+  default).
 
 ``--light`` instead times light FCOS configurations for CPU training from scratch
 (batch 8, 256×256, one channel).
 
 Usage::
 
-    python benchmarks/train_step.py [--arch fcos rcnn] [--iters 5] [--threads 2] [--json out.json]
+    python benchmarks/train_step.py [--arch fcos rcnn retinanet] [--iters 5] [--threads 2]
+                                    [--json out.json]
     python benchmarks/train_step.py --light [--iters 10]
 """
 
@@ -69,6 +72,7 @@ def make_inputs(batch: int, size: int, channels: int, boxes_per_image: int, seed
 
 def detlab_cfg(arch: str):
     cfg = get_cfg()
+    cfg.MODEL.CHANNELS_LAST = False  # the "detlab channels_last" variant switches it on
     cfg.MODEL.BACKBONE.NAME = "resnet50"
     cfg.MODEL.BACKBONE.NORM = "BN"  # torchvision without pretrained weights trains BN
     cfg.MODEL.BACKBONE.FREEZE_AT = 0
@@ -80,6 +84,12 @@ def detlab_cfg(arch: str):
         cfg.MODEL.FCOS.NUM_CLASSES = NUM_CLASSES
         cfg.MODEL.FCOS.NUM_CONVS = 4
         cfg.MODEL.FCOS.NMS_THRESH_TEST = 0.6
+    elif arch == "retinanet":
+        cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
+        cfg.MODEL.FPN.IN_STAGES = (2, 3, 4)
+        cfg.MODEL.FPN.TOP_BLOCK = "P6P7C5"  # torchvision's v1 RetinaNet: P6 from C5
+        cfg.MODEL.RETINANET.NUM_CLASSES = NUM_CLASSES
+        cfg.MODEL.RETINANET.SMOOTH_L1_LOSS_BETA = 0.0  # torchvision's L1 box loss
     else:
         cfg.MODEL.META_ARCHITECTURE = "FasterRCNN"
         cfg.MODEL.FPN.IN_STAGES = (1, 2, 3, 4)
@@ -103,6 +113,8 @@ def torchvision_model(arch: str, size: int):
     }
     if arch == "fcos":
         return torchvision.models.detection.fcos_resnet50_fpn(num_classes=NUM_CLASSES, **kw)
+    if arch == "retinanet":
+        return torchvision.models.detection.retinanet_resnet50_fpn(num_classes=NUM_CLASSES, **kw)
     return torchvision.models.detection.fasterrcnn_resnet50_fpn(num_classes=NUM_CLASSES + 1, **kw)
 
 
@@ -153,6 +165,12 @@ def step_detlab_convs(model, inputs, arch) -> Callable[[], None]:
         def forward():
             logits, deltas, ctr = model.head.predict(model.features(images))
             return _mean_sum(logits + deltas + ctr)
+
+    elif arch == "retinanet":
+
+        def forward():
+            logits, deltas = model.head.predict(model.features(images))
+            return _mean_sum(logits + deltas)
 
     else:
         roi = model.roi_heads
@@ -274,7 +292,8 @@ def light_configs():
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", nargs="+", default=["fcos", "rcnn"], choices=["fcos", "rcnn"])
+    archs = ["fcos", "rcnn", "retinanet"]
+    parser.add_argument("--arch", nargs="+", default=archs, choices=archs)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)

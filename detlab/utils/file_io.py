@@ -36,6 +36,7 @@ __all__ = [
     "read_torch_file",
     "read_yaml",
     "remove_stale_temp_files",
+    "torch_load_error",
 ]
 
 #: Names of the temporary files :func:`atomic_open` writes (``.model_0000099.pth.a1b2c3d4.tmp``).
@@ -187,8 +188,6 @@ def read_torch_file(path: str, what: str = "Checkpoint") -> Any:
     ``what`` names the file in messages ("Checkpoint", "MODEL.WEIGHTS file"). A file that holds
     pickled Python objects (code) is refused without the advice to disable ``weights_only``.
     """
-    import pickle
-
     import torch
 
     if not os.path.isfile(path):
@@ -196,18 +195,30 @@ def read_torch_file(path: str, what: str = "Checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if isinstance(err, pickle.UnpicklingError) and found:  # a class or function inside
-            raise UserError(
-                f"{what} {path} holds pickled Python objects ({found.group(1)}) besides "
-                "tensors, which detlab does not load because unpickling them can run code; "
-                "re-save it as a plain state dict (torch.save(model.state_dict(), path)) where "
-                "it came from."
-            ) from None
-        raise UserError(
-            f"{what} {path} cannot be read ({type(err).__name__}); it is truncated or not a "
-            "detlab/PyTorch checkpoint."
-        ) from None
+        raise torch_load_error(path, what, err) from None
+
+
+def torch_load_error(path: str, what: str, err: Exception) -> UserError:
+    """The one sentence for a failed ``torch.load(path, weights_only=True)``.
+
+    A file holding pickled Python objects (classes, functions) is named as such, without
+    torch's advice to load it with ``weights_only=False``; anything else reads as a truncated
+    or foreign file.
+    """
+    import pickle
+
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if isinstance(err, pickle.UnpicklingError) and found:  # a class or function inside
+        return UserError(
+            f"{what} {path} holds pickled Python objects ({found.group(1)}) besides "
+            "tensors, which detlab does not load because unpickling them can run code; "
+            "re-save it as a plain state dict (torch.save(model.state_dict(), path)) where "
+            "it came from."
+        )
+    return UserError(
+        f"{what} {path} cannot be read ({type(err).__name__}); it is truncated or not a "
+        "detlab/PyTorch checkpoint."
+    )
 
 
 def read_json_object(path: str) -> dict | None:
@@ -222,20 +233,26 @@ def read_json_object(path: str) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def read_yaml(path: str, what: str, error: type[Exception] | None = None) -> object:
+def read_yaml(
+    path: str, what: str, error: type[Exception] | None = None, loader: type | None = None
+) -> object:
     """``yaml.safe_load`` of a user's file; a missing file or bad YAML raises one sentence.
 
     ``what`` names the file in the message ("Config file", "Sweep spec", ...); ``error`` is the
-    exception class to raise (default :class:`~detlab.utils.errors.UserError`).
+    exception class to raise (default :class:`~detlab.utils.errors.UserError`); ``loader`` is a
+    ``yaml.SafeLoader`` subclass to read with (default ``yaml.SafeLoader``).
     """
     import yaml
 
     error = error or UserError
+    loader = loader or yaml.SafeLoader
+    if not issubclass(loader, yaml.SafeLoader):
+        raise TypeError("read_yaml reads user files with yaml.SafeLoader or a subclass of it")
     if not os.path.isfile(path):
         raise error(f"{what} {path} does not exist; check the path.")
     try:
         with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+            return yaml.load(f, Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -21,7 +21,7 @@ def test_every_rule_names_an_existing_key_and_the_defaults_pass():
         (["SOLVER.IMS_PER_BATCH", "0"], "SOLVER.IMS_PER_BATCH is 0; it must be an integer >= 1"),
         (["SOLVER.MAX_ITER", "-5"], "SOLVER.MAX_ITER is -5; it must be an integer >= 0"),
         (["SOLVER.STEPS", "abc"], "SOLVER.STEPS (from the command line) expects a list of int"),
-        (["SOLVER.STEPS", "[100, 'x']"], "expects a list of int values, got [100, 'x']"),
+        (["SOLVER.STEPS", "[100, 'x']"], "expects a list of int values, got 'x' in [100, 'x']"),
         (["SOLVER.STEPS", "(200, 100)"], "SOLVER.STEPS is [200, 100]; it must be strictly"),
         (["SOLVER.STEPS", "(100, 100)"], "strictly ascending"),
         (["SOLVER.STEPS", "(-1,)"], "a list whose every value is an integer >= 0"),
