@@ -250,12 +250,15 @@ class _Payload:
         return (os.getcwd, ())
 
 
-def test_pickled_code_is_refused_without_advice_to_disable_weights_only(tmp_path):
+@pytest.mark.parametrize("reader", ["checkpoint", "weights"])
+def test_pickled_code_is_refused_without_advice_to_disable_weights_only(tmp_path, reader):
+    from detlab.modeling.weight_files import read_weights_file
     from detlab.utils.file_io import read_torch_file
 
     torch.save({"model": {"w": torch.zeros(1)}, "x": _Payload()}, tmp_path / "code.pth")
+    read = read_weights_file if reader == "weights" else read_torch_file
     with pytest.raises(UserError) as err:
-        read_torch_file(str(tmp_path / "code.pth"), "MODEL.WEIGHTS file")
+        read(str(tmp_path / "code.pth"))
     msg = str(err.value)
     assert "holds pickled Python objects (posix.getcwd)" in msg and "weights_only" not in msg
     (tmp_path / "text.pth").write_text("not a checkpoint")
