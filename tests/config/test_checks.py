@@ -34,6 +34,8 @@ def test_every_rule_names_an_existing_key_and_the_defaults_pass():
         (["INPUT.SAR.CLIP_PERCENTILES", "(99, 1)"], "INPUT.SAR.CLIP_PERCENTILES is [99.0, 1.0]"),
         (["MODEL.SIZE_AWARE_LOSS.SMALL_AREA", "1e5"], "SMALL_AREA (100000) must be below"),
         (["TRAINER.EXTRA_HOOKS", "[3]"], "TRAINER.EXTRA_HOOKS is [3]"),
+        (["MODEL.RETINANET.IOU_THRESHOLDS", "(0.5, 0.4)"], "IOU_THRESHOLDS is [0.5, 0.4]"),
+        (["MODEL.RETINANET.NUM_CLASSES", "0"], "MODEL.RETINANET.NUM_CLASSES is 0"),
     ],
 )
 def test_bad_values_fail_at_load_in_one_sentence(opts, message):
