@@ -36,6 +36,9 @@ def test_every_rule_names_an_existing_key_and_the_defaults_pass():
         (["TRAINER.EXTRA_HOOKS", "[3]"], "TRAINER.EXTRA_HOOKS is [3]"),
         (["MODEL.RETINANET.IOU_THRESHOLDS", "(0.5, 0.4)"], "IOU_THRESHOLDS is [0.5, 0.4]"),
         (["MODEL.RETINANET.NUM_CLASSES", "0"], "MODEL.RETINANET.NUM_CLASSES is 0"),
+        (["INPUT.MOSAIC.PROB", "1.5"], "INPUT.MOSAIC.PROB is 1.5; it must be a number >= 0"),
+        (["INPUT.RANDOM_AFFINE.SCALE", "(1.5, 0.5)"], "INPUT.RANDOM_AFFINE.SCALE is [1.5, 0.5]"),
+        (["MODEL.YOLO.REG_MAX", "0"], "MODEL.YOLO.REG_MAX is 0; it must be an integer >= 1"),
     ],
 )
 def test_bad_values_fail_at_load_in_one_sentence(opts, message):
