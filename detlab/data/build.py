@@ -10,8 +10,10 @@ non-negative, else the ``seed`` argument, else ``torch.initial_seed()`` (set it 
 Robustness: an unreadable image (or a mapper error on one image) is skipped, warned once and
 replaced by another image drawn from the same seeded stream; ``loader.stats()`` returns the
 running counts ``skipped_images``, ``dropped_boxes``, ``clipped_boxes`` (the trainer logs them
-as ``data/<key>``). If worker processes die, the loader warns and continues in-process at the
-same batch.
+as ``data/<key>``). If a worker process dies (killed by the OOM killer, a crash), the loader
+warns, counts it (``worker_failures``) and starts fresh workers at the same batch; after
+``MAX_WORKER_RESTARTS`` restarts it continues in-process. A worker's death never surfaces as
+an exception elsewhere in the training step (see :mod:`detlab.data.worker_watch`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from detlab.data import counters
+from detlab.data import counters, worker_watch
 from detlab.data.catalog import DatasetCatalog, MetadataCatalog
 from detlab.data.datasets.quirks import check_unique_images, load_counters
 from detlab.data.datasets.register import register_from_config
@@ -57,6 +59,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 64  # consecutive unusable images before giving up on a dataset
 WORKER_TIMEOUT = 600.0  # seconds without a batch from the workers before loading in-process
+MAX_WORKER_RESTARTS = 3  # fresh worker pools after deaths, then in-process loading
 _WORKER_DEATH = (ConnectionError, BrokenPipeError, EOFError)
 
 
@@ -219,11 +222,13 @@ class _Loader:
             batches = iter(loader)  # starts the worker processes
         finally:
             cv2.setNumThreads(cv_threads)
-        yield from batches
+        worker_watch.install()
+        yield from worker_watch.WatchedIterator(batches)
 
     def _run(self, make_keys: Callable[[int], Iterator[list]], start: int) -> Iterator[list]:
         done = start
         workers = self.num_workers
+        restarts = 0
         while True:
             try:
                 for raw in self._batches_from(make_keys(done), workers):
@@ -244,14 +249,27 @@ class _Loader:
                 worker_death = worker_death or "timed out" in text
                 if workers <= 0 or not worker_death:
                     raise
-                logger.warning(
-                    "DataLoader worker processes failed (%s); continuing with in-process "
-                    "loading at batch %d (set DATALOADER.NUM_WORKERS 0 to silence this).",
-                    str(err).splitlines()[0] if str(err) else type(err).__name__,
-                    done,
-                )
+                what = str(err).splitlines()[0] if str(err) else type(err).__name__
                 self._stats["worker_failures"] += 1
                 counters.add_to_totals({"worker_failures": 1})
+                restarts += 1
+                if restarts <= MAX_WORKER_RESTARTS:
+                    logger.warning(
+                        "DataLoader worker processes failed (%s); starting %d fresh workers at "
+                        "batch %d (restart %d of %d).",
+                        what,
+                        workers,
+                        done,
+                        restarts,
+                        MAX_WORKER_RESTARTS,
+                    )
+                    continue
+                logger.warning(
+                    "DataLoader worker processes failed again (%s); continuing with in-process "
+                    "loading at batch %d (set DATALOADER.NUM_WORKERS 0 to silence this).",
+                    what,
+                    done,
+                )
                 workers = 0
 
 

@@ -214,6 +214,7 @@ class DatasetMapper:
         clipped = np.clip(boxes, 0, [w, h, w, h])
         moved = np.any(np.abs(clipped - boxes) > 1e-4, axis=1)
         good = (clipped[:, 2] - clipped[:, 0] > 1e-3) & (clipped[:, 3] - clipped[:, 1] > 1e-3)
+        good &= np.isfinite(boxes).all(axis=1)  # any reader: NaN/inf boxes are dropped
         if (moved & good).any():
             counters.count("clipped_boxes", int((moved & good).sum()))
         if not good.all():
