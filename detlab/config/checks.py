@@ -85,6 +85,14 @@ def ascending(check: Check, strict: bool = True, **kw: Any) -> Check:
     return run
 
 
+def odd_at_least_one(v: Any) -> str | None:
+    return None if _is_int(v) and v >= 1 and v % 2 == 1 else "an odd integer >= 1"
+
+
+def int_in(low: int, high: int) -> Check:
+    return lambda v: None if _is_int(v) and low <= v <= high else f"an integer in {low}..{high}"
+
+
 PROB = num_in(0.0, 1.0)
 POS = num_in(0.0, low_open=True)
 NON_NEG = num_in(0.0)
@@ -148,6 +156,19 @@ RULES: list[tuple[str, Check, str]] = [
     ("INPUT.MOSAIC.MIXUP_PROB", PROB, "probability"),
     ("INPUT.MOSAIC.CLOSE_ITERS", NON_NEG_INT, "last iterations without mosaic"),
     ("INPUT.MOSAIC.PAD_VALUE", num_in(0, 255), "canvas fill on the 0..255 scale"),
+    ("DATALOADER.SEQUENCE.LENGTH", COUNT, "windows per clip"),
+    ("DATALOADER.SEQUENCE.MIXED_STREAM_WEIGHT", NON_NEG, "share of stream slots"),
+    ("DATALOADER.SEQUENCE.MIXED_RANDOM_WEIGHT", NON_NEG, "share of random slots"),
+    ("INPUT.EVENTS.NUM_BINS", COUNT, "time bins per window"),
+    ("INPUT.EVENTS.COUNT_CUTOFF", int_in(1, 255), "histogram count clip, uint8"),
+    ("INPUT.EVENTS.TAU_US", POS, "time-surface decay in µs"),
+    ("INPUT.EVENTS.HISTORY_US", int_at_least(-1), "µs of past events, 0 = window, -1 = all"),
+    ("INPUT.EVENTS.DOWNSAMPLE", COUNT, "sensor downsampling factor"),
+    ("INPUT.EVENTS.HFLIP_PROB", PROB, "probability"),
+    ("INPUT.EVENTS.ZOOM_IN_PROB", PROB, "probability"),
+    ("INPUT.EVENTS.ZOOM_IN_MAX", num_in(1.0), "largest zoom-in factor"),
+    ("INPUT.EVENTS.ZOOM_OUT_PROB", PROB, "probability"),
+    ("INPUT.EVENTS.ZOOM_OUT_MAX", num_in(1.0), "largest zoom-out factor"),
     ("INPUT.RANDOM_AFFINE.DEGREES", num_in(0.0, 180.0), "degrees"),
     ("INPUT.RANDOM_AFFINE.TRANSLATE", num_in(0.0, 1.0), "fraction of the image side"),
     ("INPUT.RANDOM_AFFINE.SCALE", ascending(POS, strict=False, length=2), "scale range"),
@@ -159,6 +180,8 @@ RULES: list[tuple[str, Check, str]] = [
     ("MODEL.RESNETS.WIDTH_MULT", POS, "width multiplier"),
     ("MODEL.RESNETS.BLOCKS_PER_STAGE", each(COUNT, length=4), "blocks of each ResNet stage"),
     ("MODEL.FPN.OUT_CHANNELS", COUNT, "FPN channels"),
+    ("MODEL.TEMPORAL.KERNEL_SIZE", odd_at_least_one, "spatial kernel of the recurrent cells"),
+    ("MODEL.TEMPORAL.DETACH_EVERY", NON_NEG_INT, "windows between detaches, 0 = per batch"),
     ("MODEL.FCOS.NUM_CLASSES", COUNT, "object classes"),
     ("MODEL.FCOS.NUM_CONVS", NON_NEG_INT, "head convolutions"),
     ("MODEL.FCOS.PRIOR_PROB", num_in(0.0, 1.0, True, True), "initial foreground probability"),

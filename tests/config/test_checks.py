@@ -39,6 +39,14 @@ def test_every_rule_names_an_existing_key_and_the_defaults_pass():
         (["INPUT.MOSAIC.PROB", "1.5"], "INPUT.MOSAIC.PROB is 1.5; it must be a number >= 0"),
         (["INPUT.RANDOM_AFFINE.SCALE", "(1.5, 0.5)"], "INPUT.RANDOM_AFFINE.SCALE is [1.5, 0.5]"),
         (["MODEL.YOLO.REG_MAX", "0"], "MODEL.YOLO.REG_MAX is 0; it must be an integer >= 1"),
+        (
+            ["INPUT.EVENTS.COUNT_CUTOFF", "300"],
+            "COUNT_CUTOFF is 300; it must be an integer in 1..255",
+        ),
+        (["INPUT.EVENTS.HISTORY_US", "-2"], "HISTORY_US is -2; it must be an integer >= -1"),
+        (["INPUT.EVENTS.ZOOM_OUT_MAX", "0.8"], "ZOOM_OUT_MAX is 0.8; it must be a number >= 1"),
+        (["MODEL.TEMPORAL.KERNEL_SIZE", "2"], "KERNEL_SIZE is 2; it must be an odd integer >= 1"),
+        (["DATALOADER.SEQUENCE.LENGTH", "0"], "DATALOADER.SEQUENCE.LENGTH is 0; it must be an"),
     ],
 )
 def test_bad_values_fail_at_load_in_one_sentence(opts, message):
