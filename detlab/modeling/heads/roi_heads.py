@@ -17,12 +17,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import MultiScaleRoIAlign, batched_nms, box_iou
+from torchvision.ops import batched_nms, box_iou
 
 from detlab.modeling.box_coding import BoxCoder, Matcher, subsample_labels
 from detlab.modeling.heads.build import ROI_HEADS_REGISTRY
 from detlab.modeling.layers import c2_xavier_fill, get_norm
 from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
+from detlab.modeling.roi_align import ROIPooler
 from detlab.structures import Instances, ShapeSpec
 
 __all__ = ["BoxHead", "StandardROIHeads"]
@@ -73,6 +74,8 @@ class StandardROIHeads(nn.Module):
         in_channels: their (common) channel count.
         num_classes: K foreground classes.
         in_strides: their strides (the pooler maps boxes to levels by size).
+        pooler_kernel: ``"auto"`` (bilinear-matrix RoIAlign on CPU, torchvision's kernel
+            elsewhere) or ``"torchvision"``; see :class:`detlab.modeling.roi_align.ROIPooler`.
         size_weighting: optional :class:`SizeWeighting` for foreground RoIs' loss terms.
     """
 
@@ -84,6 +87,7 @@ class StandardROIHeads(nn.Module):
         in_strides: Sequence[int] = (4, 8, 16, 32),
         pooler_resolution: int = 7,
         pooler_sampling_ratio: int = 0,
+        pooler_kernel: str = "auto",
         num_conv: int = 0,
         conv_dim: int = 256,
         num_fc: int = 2,
@@ -105,8 +109,14 @@ class StandardROIHeads(nn.Module):
         self.in_features = list(in_features)
         self.in_strides = [int(x) for x in in_strides]
         self.num_classes = num_classes
-        self.pooler = MultiScaleRoIAlign(
-            self.in_features, output_size=pooler_resolution, sampling_ratio=pooler_sampling_ratio
+        self.pooler = ROIPooler(
+            self.in_features,
+            self.in_strides,
+            pooler_resolution,
+            pooler_sampling_ratio,
+            aligned=False,
+            level_rule="torchvision",
+            kernel=pooler_kernel,
         )
         self.box_head = BoxHead(
             in_channels, pooler_resolution, num_conv, conv_dim, num_fc, fc_dim, norm
@@ -140,6 +150,7 @@ class StandardROIHeads(nn.Module):
             "in_strides": [v.stride for v in input_shape.values()],
             "pooler_resolution": b.POOLER_RESOLUTION,
             "pooler_sampling_ratio": b.POOLER_SAMPLING_RATIO,
+            "pooler_kernel": b.POOLER_KERNEL,
             "num_conv": b.NUM_CONV,
             "conv_dim": b.CONV_DIM,
             "num_fc": b.NUM_FC,
