@@ -234,6 +234,7 @@ class StandardROIHeads(nn.Module):
         self, logits: torch.Tensor, deltas: torch.Tensor, rois: list[Instances]
     ) -> dict[str, torch.Tensor]:
         """``loss_cls`` (cross-entropy) and ``loss_box_reg`` (smooth L1 on foreground)."""
+        logits, deltas = logits.float(), deltas.float()  # fp32 losses under autocast
         classes = torch.cat([r.gt_classes for r in rois])
         boxes = torch.cat([r.proposal_boxes for r in rois])
         gt_boxes = torch.cat([r.gt_boxes for r in rois])
