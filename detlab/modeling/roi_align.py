@@ -348,6 +348,10 @@ class ROIPooler(nn.Module):
         image_shapes: object = None,
     ) -> torch.Tensor:
         del image_shapes  # the levels have fixed strides
+        with torch.profiler.record_function("detlab::roi_align"):
+            return self._pool(features, boxes)
+
+    def _pool(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor]) -> torch.Tensor:
         maps = [features[n] for n in self.in_features]
         all_boxes = torch.cat(boxes).to(maps[0].dtype)
         index = torch.cat([torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)])
