@@ -3,19 +3,25 @@
 What this adds over fvcore's ``CfgNode``:
 
 * ``_BASE_`` chains resolved relative to the including file, any depth, cycles reported.
-* Files are read with ``yaml.safe_load`` only; nothing in a config file is ever executed.
+* Files are read with ``yaml.SafeLoader``; nothing in a config file is ever executed. The one
+  code tag Detectron2 configs use, ``!!python/object/apply:eval``, is computed by a restricted
+  arithmetic evaluator (:mod:`detlab.config.arith`), never by Python.
 * Overrides accept ``KEY VALUE`` pairs and ``KEY=VALUE`` tokens, mixed; values are parsed as
-  Python literals (``ast.literal_eval``), anything else stays a string.
+  Python literals (``ast.literal_eval``), anything else stays a string. Text in a file is
+  parsed the same way where the key's default is not text, so Detectron2's tuple syntax
+  (``STEPS: (60000, 80000)``) reads as in Detectron2.
+* Detectron2 key and component names are read as detlab's (:mod:`detlab.config.detectron2`).
 * An unknown key fails with the closest valid key(s); a value of the wrong type fails with the
-  expected type. Both raise :class:`~detlab.utils.errors.ConfigError` (one sentence).
+  expected type. Every problem of one file (or one command line) is reported together, in one
+  :class:`~detlab.utils.errors.ConfigError`, and nothing is merged then.
 * ``dump()`` writes YAML that loads back into an equal config.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 import difflib
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -24,6 +30,9 @@ from typing import Any
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
+from detlab.config.arith import ConfigYamlLoader
+from detlab.config.detectron2 import translate_detectron2
+from detlab.config.values import MISSING, lookup, parse_literal
 from detlab.utils.errors import ConfigError
 from detlab.utils.file_io import read_yaml
 
@@ -36,6 +45,8 @@ __all__ = [
     "parse_overrides",
     "suggest_keys",
 ]
+
+logger = logging.getLogger(__name__)
 
 BASE_KEY = "_BASE_"
 _KEY_EQ_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)=(.*)$", re.S)
@@ -53,39 +64,69 @@ class CfgNode(_FvCfgNode):
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
         """Merge a YAML file (and its ``_BASE_`` chain) into this config.
 
-        ``allow_unsafe`` is accepted for fvcore compatibility and ignored: files are always
-        read with ``yaml.safe_load``.
+        A Detectron2 file (``VERSION: 2``) is read on top of Detectron2's defaults where they
+        differ from detlab's (see :mod:`detlab.config.detectron2`). ``allow_unsafe`` is
+        accepted for fvcore compatibility and ignored: nothing in a file is executed.
         """
         data = load_yaml_with_base(cfg_filename)
-        self.merge_from_dict(data, source=str(cfg_filename))
+        self.merge_from_dict(data, source=str(cfg_filename), detectron2_defaults=True)
 
-    def merge_from_dict(self, data: Mapping[str, Any], source: str = "") -> None:
-        """Merge a nested mapping, checking every key exists and every value's type."""
+    def merge_from_dict(
+        self, data: Mapping[str, Any], source: str = "", detectron2_defaults: bool = False
+    ) -> None:
+        """Merge a nested mapping, checking every key exists and every value's type.
+
+        Detectron2 names and keys are translated first. All problems are collected and raised
+        together as one :class:`ConfigError`; the config is then left unchanged.
+        """
         if self.is_frozen():
             raise ConfigError("This config is frozen; call cfg.defrost() before merging into it.")
-        _merge_checked(self, data, prefix="", root=self, source=source)
+        result = translate_detectron2(
+            data,
+            self,
+            detlab_defaults=_default_config() if detectron2_defaults else None,
+        )
+        where = f" (from {source})" if source else ""
+        problems = [f"{p}{where}" for p in result.problems]
+        _merge_checked(self, result.data, "", self, source, problems, apply=False)
+        if problems:
+            raise ConfigError(_join_problems(problems, source))
+        _merge_checked(self, result.data, "", self, source, [], apply=True)
+        notes = _translation_notes(result, source)
+        self.__dict__.setdefault("_load_notes", []).extend(notes)
+        for _, text in notes:
+            logger.debug(text)
+
+    def load_notes(self) -> list[tuple[int, str]]:
+        """``(logging level, message)`` lines about how the merged files were read: Detectron2
+        names and defaults used, keys ignored. :func:`~detlab.engine.default_setup` logs them."""
+        return list(self.__dict__.get("_load_notes", []))
 
     def merge_from_list(self, cfg_list: Sequence[str]) -> None:
         """Merge command-line overrides: ``["A.B", "1", "C.D=2", ...]`` (both forms mixed)."""
+        nested: dict[str, Any] = {}
         for key, raw in parse_overrides(cfg_list):
             key = self._canonical_key(key)
             value = parse_literal(raw)
-            if value is None and isinstance(_lookup(self, key), str):
-                value = raw.strip()  # `MODEL.FPN.TOP_BLOCK none` names a choice, not None
-            nested: dict[str, Any] = {}
+            if isinstance(lookup(self, key), str) and not isinstance(value, str):
+                # Text keys take the text: `MODEL.FPN.TOP_BLOCK none` names a choice, not
+                # None, and `OUTPUT_DIR (1, 2)` a folder, as in a file.
+                value = raw.strip()
             node = nested
             parts = key.split(".")
             for part in parts[:-1]:
-                node = node.setdefault(part, {})
+                if not isinstance(node.get(part), dict):
+                    node[part] = {}
+                node = node[part]
             node[parts[-1]] = value
-            self.merge_from_dict(nested, source="the command line")
+        self.merge_from_dict(nested, source="the command line")
 
     def _canonical_key(self, key: str) -> str:
         """Accept lower-case spellings (``solver.base_lr``) of existing upper-case keys."""
-        if _lookup(self, key) is not _MISSING:
+        if lookup(self, key) is not MISSING:
             return key
         upper = key.upper()
-        return upper if _lookup(self, upper) is not _MISSING else key
+        return upper if lookup(self, upper) is not MISSING else key
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +153,16 @@ def get_cfg() -> CfgNode:
     for add_defaults in ALL_DEFAULTS:
         add_defaults(cfg)
     return cfg
+
+
+_DEFAULT_CONFIG: list[CfgNode] = []
+
+
+def _default_config() -> CfgNode:
+    """``get_cfg()``, built once (what "a key still at its default" is compared with)."""
+    if not _DEFAULT_CONFIG:
+        _DEFAULT_CONFIG.append(get_cfg())
+    return _DEFAULT_CONFIG[0]
 
 
 def load_config(config_file: str | None, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
@@ -142,7 +193,7 @@ def load_yaml_with_base(filename: str | os.PathLike, _chain: tuple[str, ...] = (
     if not os.path.isfile(path):
         where = f" (named in _BASE_ of {_chain[-1]})" if _chain else ""
         raise ConfigError(f"Config file {filename} does not exist{where}; check the path.")
-    data = read_yaml(path, "Config file", ConfigError)
+    data = read_yaml(path, "Config file", ConfigError, loader=ConfigYamlLoader)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -230,30 +281,7 @@ def parse_overrides(opts: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def parse_literal(raw: str) -> Any:
-    """A Python literal if the text is one (``0.1``, ``(1, 2)``, ``True``), else the text."""
-    text = raw.strip()
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        lowered = text.lower()
-        if lowered in ("none", "null", "~"):
-            return None
-        return raw
-
-
 # ---------------------------------------------------------------------- checked merge
-_MISSING = object()
-
-
-def _lookup(node: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
 def _leaf_keys(node: Mapping, prefix: str) -> list[str]:
     keys: list[str] = []
     for k, v in node.items():
@@ -286,28 +314,98 @@ def suggest_keys(key: str, root: Mapping, n: int = 3) -> list[str]:
     return [c for c in candidates if by_leaf[c] in close][:n]
 
 
-def _merge_checked(dst: CfgNode, src: Mapping, prefix: str, root: CfgNode, source: str) -> None:
+def _merge_checked(
+    dst: CfgNode,
+    src: Mapping,
+    prefix: str,
+    root: CfgNode,
+    source: str,
+    problems: list[str],
+    apply: bool,
+) -> None:
+    """Check (``apply=False``: only append problems) or merge ``src`` into ``dst``."""
     where = f" (from {source})" if source else ""
     for k, v in src.items():
         full = f"{prefix}{k}"
         if k not in dst:
             if dst.is_new_allowed():
-                dst[k] = CfgNode(v) if isinstance(v, dict) else v
+                if apply:
+                    dst[k] = CfgNode(v) if isinstance(v, dict) else v
                 continue
             hints = suggest_keys(full, root)
             hint = f"; did you mean {' or '.join(hints)}?" if hints else "; no similar key exists."
-            raise ConfigError(f"Unknown config key {full}{where}{hint}")
+            problems.append(f"Unknown config key {full}{where}{hint}")
+            continue
         old = dst[k]
         if isinstance(old, _FvCfgNode):
             if not isinstance(v, Mapping):
                 subkeys = ", ".join(list(old)[:4])
-                raise ConfigError(
+                problems.append(
                     f"{full}{where} is a group of keys ({subkeys}, ...), not a value; set its "
                     f"sub-keys instead, e.g. {full}.{next(iter(old), 'KEY')}."
                 )
-            _merge_checked(old, v, full + ".", root, source)
-        else:
-            dst[k] = _coerce(full, old, v, where)
+                continue
+            _merge_checked(old, v, full + ".", root, source, problems, apply)
+            continue
+        try:
+            value = _coerce(full, old, v, where)
+        except ConfigError as err:
+            problems.append(str(err))
+            continue
+        if apply:
+            dst[k] = value
+
+
+def _join_problems(problems: list[str], source: str) -> str:
+    """One problem as its own sentence; several as one line numbering each."""
+    if len(problems) == 1:
+        return problems[0]
+    where = f" in {source}" if source else ""
+    said = f" (from {source})" if source else ""  # named once, in front
+    texts = [p.replace(said, "") for p in problems]
+    items = " ".join(
+        f"({i}) {t if t.endswith(('.', '?')) else t + '.'}" for i, t in enumerate(texts, 1)
+    )
+    return f"{len(problems)} config problems{where}: {items}"
+
+
+def _translation_notes(result: Any, source: str) -> list[tuple[int, str]]:
+    name = os.path.basename(source) if source and os.path.sep in source else source
+    notes = []
+    if result.mapped:
+        notes.append((logging.INFO, f"Detectron2 names read in {name}: {'; '.join(result.mapped)}"))
+    if result.defaults:
+        notes.append(
+            (
+                logging.INFO,
+                f"Detectron2 defaults used for keys {name} does not set: "
+                + ", ".join(result.defaults),
+            )
+        )
+    if result.ignored:
+        notes.append(
+            (
+                logging.WARNING,
+                f"Ignored in {name} (Detectron2 keys of features detlab does not have, all "
+                f"switched off): {_compact_keys(result.ignored)}",
+            )
+        )
+    return notes
+
+
+def _compact_keys(keys: list[str]) -> str:
+    """``A.B.{X,Y}, C.D`` style listing of dotted keys."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        head, _, leaf = k.rpartition(".")
+        groups.setdefault(head, []).append(leaf)
+    parts = []
+    for head, leaves in groups.items():
+        prefix = f"{head}." if head else ""
+        parts.append(
+            f"{prefix}{leaves[0]}" if len(leaves) == 1 else f"{prefix}{{{','.join(leaves)}}}"
+        )
+    return ", ".join(parts)
 
 
 def _type_name(value: Any) -> str:
@@ -317,7 +415,13 @@ def _type_name(value: Any) -> str:
 
 
 def _coerce(key: str, old: Any, new: Any, where: str) -> Any:
-    """Return ``new`` converted to ``old``'s type, or raise ConfigError naming both."""
+    """Return ``new`` converted to ``old``'s type, or raise ConfigError naming both.
+
+    Text given for a key whose default is not text is first read as a Python literal, as on
+    the command line: ``"(640, 800)"`` for a list, ``"1e-3"`` for a float.
+    """
+    if isinstance(new, str) and old is not None and not isinstance(old, str):
+        new = parse_literal(new)
     if old is None or type(new) is type(old) and not isinstance(old, (list, tuple)):
         return new
     if isinstance(old, bool):
@@ -331,20 +435,44 @@ def _coerce(key: str, old: Any, new: Any, where: str) -> Any:
             return float(new)
     elif isinstance(old, (list, tuple)):
         if isinstance(new, (list, tuple)):
-            return _coerce_sequence(old, new)
+            return _coerce_sequence(key, old, new, where)
+        if isinstance(new, str) and new.strip()[:1] in ("(", "["):
+            raise ConfigError(
+                f"{key}{where} expects a list, got {new!r}, which is not a valid literal; "
+                "write e.g. (1, 2) or [1, 2] with quoted text items."
+            )
         if isinstance(new, (str, int, float)) and not isinstance(new, bool):
-            return type(old)([new])  # `DATASETS.TRAIN my_set` means ("my_set",)
+            # `DATASETS.TRAIN my_set` means ("my_set",)
+            return _coerce_sequence(key, old, [new], where)
     elif isinstance(old, str) and isinstance(new, (int, float)) and not isinstance(new, bool):
         return str(new)  # e.g. a run name given as 123
     raise ConfigError(f"{key}{where} expects {_type_name(old)}, got {new!r}.")
 
 
-def _coerce_sequence(old: list | tuple, new: list | tuple) -> list | tuple:
-    """``new`` in ``old``'s sequence type; nested sequences follow ``old``'s first element."""
+def _coerce_sequence(key: str, old: list | tuple, new: list | tuple, where: str) -> list | tuple:
+    """``new`` in ``old``'s sequence type; items follow the type of ``old``'s first item
+    (numbers stay numbers, text stays text, nested sequences recurse)."""
     template = old[0] if len(old) else None
+    items = list(new)
     if isinstance(template, (list, tuple)):
-        new = [_coerce_sequence(template, e) if isinstance(e, (list, tuple)) else e for e in new]
-    return type(old)(new)
+        items = [
+            _coerce_sequence(key, template, e, where) if isinstance(e, (list, tuple)) else e
+            for e in items
+        ]
+    elif template is not None and not isinstance(template, bool):
+        for i, item in enumerate(items):
+            ok = isinstance(item, type(template)) and not isinstance(item, bool)
+            if isinstance(template, (int, float)) and isinstance(item, (int, float)):
+                ok = not isinstance(item, bool) and (
+                    isinstance(template, float) or float(item).is_integer()
+                )
+                items[i] = type(template)(item) if ok else item
+            if not ok:
+                raise ConfigError(
+                    f"{key}{where} expects a list of {_type_name(template)} values, got "
+                    f"{item!r} in {list(new)!r}."
+                )
+    return type(old)(items)
 
 
 def _to_plain(value: Any) -> Any:

@@ -6,6 +6,7 @@ from detlab.engine.hooks import HOOK_REGISTRY, HookBase
 from detlab.engine.launch import launch
 from detlab.engine.nan_guard import NaNGuard, TrainingDivergedError
 from detlab.engine.preflight import PreflightError
+from detlab.engine.pruning import SweepPruningHook
 from detlab.engine.train_step import TrainStep
 from detlab.engine.trainer import Trainer
 
@@ -15,6 +16,7 @@ __all__ = [
     "HookBase",
     "NaNGuard",
     "PreflightError",
+    "SweepPruningHook",
     "TrainStep",
     "Trainer",
     "TrainingDivergedError",

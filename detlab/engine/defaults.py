@@ -49,6 +49,8 @@ def default_setup(cfg: Any, args: Any = None) -> Any:
     logger.info(f"Rank {rank} of {comm.get_world_size()}; seed {seed + rank}")
     if args is not None:
         logger.info(f"Command line arguments: {vars(args)}")
+    for level, note in getattr(cfg, "load_notes", list)():
+        logger.log(level, note)
     if comm.is_main_process():
         env = collect_env_info()
         atomic_write_text(os.path.join(out, "env.txt"), env)

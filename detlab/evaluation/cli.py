@@ -117,24 +117,18 @@ def _config_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def load_model_weights(model: Any, path: str) -> None:
-    """Load a detlab checkpoint (``{"model": state_dict, ...}``) or a bare state dict."""
-    import torch
+    """Load the checkpoint to evaluate, strictly: every weight of the model must be in it.
+
+    ``path`` is a file or a ``MODEL.WEIGHTS`` source; detlab checkpoints, Detectron2 ``.pth``
+    and ``.pkl`` files and torchvision state dicts are read and renamed by the steps of the
+    one loader (:mod:`detlab.modeling.weights`), then loaded strictly.
+    """
+    from detlab.modeling.weights import map_names, read_spec
 
     if not path:
         raise UserError("MODEL.WEIGHTS is empty; pass the checkpoint to evaluate: MODEL.WEIGHTS "
                         "path/to/model_final.pth.")  # fmt: skip
-    if not os.path.isfile(path):
-        raise UserError(f"MODEL.WEIGHTS file {path} does not exist; check the path.")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types
-        raise UserError(
-            f"MODEL.WEIGHTS file {path} is not a readable checkpoint ({type(err).__name__}); it "
-            "is truncated or not a PyTorch state dict."
-        ) from None
-    state = data.get("model", data) if isinstance(data, dict) else None
-    if not isinstance(state, dict):
-        raise UserError(f"MODEL.WEIGHTS file {path} holds no state dict of model weights.")
+    state = map_names(read_spec(path), model)[0]
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches

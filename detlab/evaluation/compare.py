@@ -2,6 +2,9 @@
 
 A run is a training output directory holding ``final_metrics.json`` (or an evaluation
 directory holding ``metrics.json``), or such a JSON file itself: ``{"bbox": {"AP": ..}, ..}``.
+A sweep root (``tools/sweep.sh``'s ``output_root``) stands for all its trials that have metrics:
+read from its Optuna study (``study.json``; pruned trials show their last evaluation) or its
+state file.
 A baselines YAML holds reference numbers that have no run folder::
 
     baselines:
@@ -22,7 +25,7 @@ from detlab.evaluation.coco_io import ensure_output_dir, load_json_file
 from detlab.evaluation.leaderboard import leaderboard_rows, metric_columns, to_markdown, write_csv
 from detlab.utils.errors import UserError
 
-__all__ = ["compare_runs", "load_baselines", "load_run"]
+__all__ = ["compare_runs", "load_baselines", "load_run", "load_runs"]
 
 METRICS_FILES = ("final_metrics.json", "metrics.json")
 SUMMARY_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -74,6 +77,22 @@ def load_run(item: str) -> dict[str, Any]:
     entry["status"] = "ok"
     entry["source"] = metrics_file
     return entry
+
+
+def load_runs(item: str) -> list[dict[str, Any]]:
+    """Entries of ``item``: one run (see :func:`load_run`), or every trial of a sweep root."""
+    path = os.path.normpath(os.path.expanduser(item))
+    if os.path.isdir(path) and not any(
+        os.path.isfile(os.path.join(path, name)) for name in METRICS_FILES
+    ):
+        from detlab.sweep.study_report import sweep_root_entries
+
+        entries = sweep_root_entries(path)
+        if entries is not None:
+            if not entries:
+                raise UserError(f"The sweep in {path} has no trial with box metrics yet.")
+            return entries
+    return [load_run(item)]
 
 
 def _is_number(v: Any) -> bool:
@@ -133,7 +152,7 @@ def compare_runs(
     """
     if out_dir:
         ensure_output_dir(out_dir)
-    entries = [load_run(item) for item in items]
+    entries = [entry for item in items for entry in load_runs(item)]
     if baselines_file:
         entries.extend(load_baselines(baselines_file))
     if not entries:

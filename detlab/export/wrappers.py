@@ -1,10 +1,11 @@
 """Export-friendly views of detlab detectors: one image tensor in, detections out.
 
-``FCOSExport`` and ``FasterRCNNExport`` reuse the detector's own modules (backbone, neck,
-heads, weights) and re-state only the inference glue in a form that traces into a graph with
-dynamic image size: padding, per-level top-k with a size-dependent ``k``, score threshold,
-box decoding, clipping and class-wise NMS (``torchvision.ops.batched_nms``, exported as ONNX
-``NonMaxSuppression``). The result is what the eager detector returns for the same image.
+``FCOSExport``, ``RetinaNetExport`` and ``FasterRCNNExport`` reuse the detector's own modules
+(backbone, neck, heads, weights) and re-state only the inference glue in a form that traces
+into a graph with dynamic image size: padding, per-level top-k with a size-dependent ``k``,
+score threshold, box decoding, clipping and class-wise NMS (``torchvision.ops.batched_nms``,
+exported as ONNX ``NonMaxSuppression``). The result is what the eager detector returns for
+the same image.
 
 Input: ``image`` 1×C×H×W float32 on the mapper's 0..255 scale (after the inference mapper's
 resize; any H, W). Outputs: ``boxes`` N×4 XYXY in the input's pixels, ``scores`` N,
@@ -20,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, remove_small_boxes
 
+from detlab.modeling.meta_arch.base import nonempty
 from detlab.utils.errors import UserError
 
-__all__ = ["FCOSExport", "FasterRCNNExport", "build_export_wrapper"]
+__all__ = ["FCOSExport", "FasterRCNNExport", "RetinaNetExport", "build_export_wrapper"]
 
 
 def _count(x: torch.Tensor) -> Any:
@@ -84,15 +86,49 @@ class FCOSExport(_ExportBase):
             boxes_l.append(torch.cat([pts - ltrb[:, :2], pts + ltrb[:, 2:]], dim=1))
             scores_l.append(top)
             classes_l.append(cls_idx)
-        boxes = torch.cat(boxes_l)
-        boxes = torch.stack(
-            [_clamp(boxes[:, 0], w), _clamp(boxes[:, 1], h), _clamp(boxes[:, 2], w),
-             _clamp(boxes[:, 3], h)],
-            dim=1,
-        )  # fmt: skip
-        scores, classes = torch.cat(scores_l), torch.cat(classes_l)
-        keep = batched_nms(boxes, scores, classes, head.nms_thresh)[: head.detections_per_image]
-        return boxes[keep], scores[keep], classes[keep]
+        return _nms_clipped(
+            torch.cat(boxes_l), torch.cat(scores_l), torch.cat(classes_l), head, h, w
+        )
+
+
+class RetinaNetExport(_ExportBase):
+    """Traceable RetinaNet inference; see the module docstring for inputs and outputs."""
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model, head = self.model, self.model.head
+        x, h, w = self.preprocess(image)
+        features = model.features(x)
+        logits, deltas = head.predict(features)
+        anchors = head.anchor_generator([f.shape[-2:] for f in features])
+        k = head.num_classes
+        boxes_l, scores_l, classes_l = [], [], []
+        for cls_l, reg_l, anc_l in zip(logits, deltas, anchors, strict=True):
+            scores = torch.sigmoid(cls_l[0]).reshape(-1)
+            # top-k of all, then the threshold: the same set as eager's threshold-then-top-k
+            top, idx = _topk(scores, head.topk_candidates)
+            keep = top > head.score_thresh
+            top, idx = top[keep], idx[keep]
+            anchor_idx, cls_idx = idx // k, idx % k
+            boxes_l.append(head.box_coder.decode(reg_l[0][anchor_idx], anc_l[anchor_idx]))
+            scores_l.append(top)
+            classes_l.append(cls_idx)
+        return _nms_clipped(
+            torch.cat(boxes_l), torch.cat(scores_l), torch.cat(classes_l), head, h, w
+        )
+
+
+def _nms_clipped(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, head: Any, h: Any, w: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clip to the image, class-wise NMS, the head's best ``detections_per_image``."""
+    boxes = torch.stack(
+        [_clamp(boxes[:, 0], w), _clamp(boxes[:, 1], h), _clamp(boxes[:, 2], w),
+         _clamp(boxes[:, 3], h)],
+        dim=1,
+    )  # fmt: skip
+    keep = batched_nms(boxes, scores, classes, head.nms_thresh)[: head.detections_per_image]
+    keep = keep[nonempty(boxes[keep])]  # as the eager postprocess
+    return boxes[keep], scores[keep], classes[keep]
 
 
 def _clamp(v: torch.Tensor, hi: Any) -> torch.Tensor:
@@ -156,14 +192,16 @@ class FasterRCNNExport(_ExportBase):
         idx = torch.nonzero(mask)
         b, s, c = boxes[idx[:, 0], idx[:, 1]], probs[idx[:, 0], idx[:, 1]], idx[:, 1]
         keep = batched_nms(b, s, c, roi.nms_thresh)[: roi.detections_per_image]
+        keep = keep[nonempty(b[keep])]  # as the eager postprocess
         return b[keep], s[keep], c[keep]
 
 
-_WRAPPERS = {"FCOS": FCOSExport, "FasterRCNN": FasterRCNNExport}
+# Subclasses first: RetinaNet is a one-stage detector like FCOS.
+_WRAPPERS = {"RetinaNet": RetinaNetExport, "FCOS": FCOSExport, "FasterRCNN": FasterRCNNExport}
 
 
 def build_export_wrapper(model: nn.Module) -> nn.Module:
-    """The export view of a detlab detector (FCOS or FasterRCNN), in eval mode."""
+    """The export view of a detlab detector (FCOS, RetinaNet or FasterRCNN), in eval mode."""
     for name, cls in _WRAPPERS.items():
         if type(model).__name__ == name or any(t.__name__ == name for t in type(model).__mro__):
             return cls(model).eval()

@@ -50,14 +50,14 @@ class BoxCoder:
         wx, wy, ww, wh = self.weights
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         cx, cy = boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h
-        d = deltas.reshape(deltas.shape[0], -1, 4)
-        dx, dy = d[..., 0] / wx, d[..., 1] / wy
-        dw = (d[..., 2] / ww).clamp(max=self.scale_clamp)
-        dh = (d[..., 3] / wh).clamp(max=self.scale_clamp)
+        # Strided slices, not a reshape: works for 0 rows, also in an exported ONNX graph.
+        dx, dy = deltas[:, 0::4] / wx, deltas[:, 1::4] / wy
+        dw = (deltas[:, 2::4] / ww).clamp(max=self.scale_clamp)
+        dh = (deltas[:, 3::4] / wh).clamp(max=self.scale_clamp)
         pcx, pcy = dx * w[:, None] + cx[:, None], dy * h[:, None] + cy[:, None]
         pw, ph = torch.exp(dw) * w[:, None], torch.exp(dh) * h[:, None]
         out = torch.stack([pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph], -1)
-        return out.reshape(deltas.shape)
+        return out.flatten(1)
 
 
 class Matcher:

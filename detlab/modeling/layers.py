@@ -16,6 +16,7 @@ __all__ = [
     "Scale",
     "c2_xavier_fill",
     "check_sync_batchnorm",
+    "conv_tower",
     "get_norm",
     "group_count",
     "prior_bias",
@@ -62,6 +63,29 @@ def check_sync_batchnorm(model: nn.Module, device: torch.device) -> None:
             f"The model uses SyncBN, which synchronises batch statistics over GPUs only, but this "
             f"distributed run is on {device.type}; set the NORM keys to BN (or GN) instead."
         )
+
+
+def conv_tower(channels: int, num_convs: int, norm: str, bias: bool | None = None) -> nn.Sequential:
+    """``num_convs`` × (3×3 conv, norm, ReLU) at constant width, weights N(0, 0.01²), bias 0.
+
+    The subnet of dense heads (FCOS towers, RetinaNet subnets): conv ``i`` sits at index
+    ``i·2`` without a norm and ``i·3`` with one, as in Detectron2. ``bias`` None gives convs a
+    bias only without a norm.
+    """
+    layers: list[nn.Module] = []
+    norm_layer = get_norm(norm)
+    for _ in range(num_convs):
+        conv = nn.Conv2d(
+            channels, channels, 3, padding=1, bias=norm_layer is None if bias is None else bias
+        )
+        nn.init.normal_(conv.weight, std=0.01)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+        layers.append(conv)
+        if norm_layer is not None:
+            layers.append(norm_layer(channels))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
 
 
 def c2_xavier_fill(module: nn.Module) -> None:

@@ -1,18 +1,24 @@
 """``MODEL.WEIGHTS``: the one loader of initial / evaluation weights into a detlab model.
 
 Training (when not resuming), ``--eval-only``, ``tools/visualize.py``, ``tools/export_onnx.py``
-and the diagnostics all call :func:`load_model_weights`. It runs four steps:
+and the diagnostics call :func:`load_model_weights`; ``tools/eval.py`` runs its steps 1–3 and
+then insists that every weight was found. The steps:
 
 1. **resolve** the spec to a local file or a state dict: a path (or ``file://`` path), or
-   ``<scheme>://...`` through ``WEIGHT_SOURCE_REGISTRY`` (a source registered for the scheme
-   returns a local path or a state dict — e.g. a download into a cache);
-2. **read** the file with ``torch.load(weights_only=True)``: a detlab checkpoint
-   ``{"model": state_dict, ...}``, ``{"state_dict": ...}`` or a bare state dict (a leading
-   ``module.`` is dropped);
-3. **map keys** onto the model's names with the first adapter in :data:`KEY_ADAPTERS` that
-   recognises the file: keys the model already has are used as they are; a torchvision
-   classification ResNet (``conv1``, ``layer1``.., ``fc``) maps onto ``backbone.*``; a
-   torchvision detection model's ``backbone.body.*`` onto ``backbone.*``;
+   ``<scheme>://...`` through ``WEIGHT_SOURCE_REGISTRY``. The built-in sources are the table
+   of :mod:`detlab.modeling.weight_sources`: ``torchvision://<WeightsEnum>``,
+   ``timm://<model>.<tag>``, ``https://``/``http://`` URLs and ``detectron2://<zoo path>``,
+   each downloaded once into the library's cache (hash-checked where the source publishes
+   one; offline, one sentence says which file to place where);
+2. **read** the file safely (:mod:`detlab.modeling.weight_files`): ``torch.load(
+   weights_only=True)`` (a detlab checkpoint ``{"model": ...}``, ``{"state_dict": ...}`` or a
+   bare state dict, ``module.`` dropped), ``.safetensors``, and Detectron2 / Caffe2 ``.pkl``
+   files through an unpickler that admits only numpy arrays and plain containers;
+3. **map names** onto the model's: first the adapters in :data:`KEY_ADAPTERS` (formats detlab
+   does not know; empty by default), else the naming among detlab's own, Detectron2's,
+   Caffe2's and torchvision's/timm's that explains most of the file's tensors
+   (:mod:`detlab.modeling.weight_names`: ResNet, FPN, RPN, box head, RetinaNet and FCOS heads,
+   background class moved, affine-only norms given mean 0 / var 1);
 4. **match shapes**: a 3-channel first convolution loaded into a 1-channel model is summed
    over its input channels (the usual start of a single-channel SAR model from RGB weights);
    other tensors of a different shape are skipped.
@@ -20,13 +26,12 @@ and the diagnostics all call :func:`load_model_weights`. It runs four steps:
 A file that matches nothing in the model (zero tensors loaded) is a :class:`UserError`. When
 any tensor of the file was not used (unexpected or skipped) the report is logged at WARNING,
 otherwise at INFO. The report is returned: ``{"loaded", "missing", "unexpected", "skipped",
-"adapted"}`` key lists.
+"adapted"}`` key lists and ``"names"``, the naming the file was read in.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -35,6 +40,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from detlab.modeling.weight_files import read_weights_file, unwrap_state_dict
+from detlab.modeling.weight_names import map_state_dict
+from detlab.modeling.weight_sources import SOURCES
 from detlab.utils.errors import UserError
 from detlab.utils.registry import Registry
 
@@ -44,6 +52,8 @@ __all__ = [
     "build_inference_model",
     "format_load_report",
     "load_model_weights",
+    "map_names",
+    "read_spec",
     "read_state_dict",
     "register_weight_source",
     "resolve_weights",
@@ -52,6 +62,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
+_SCHEME_NAMES = {
+    "detlab": "detlab names",
+    "detectron2": "Detectron2 names",
+    "caffe2": "Caffe2 names",
+    "torchvision": "torchvision/timm names",
+}
 
 WEIGHT_SOURCE_REGISTRY = Registry(
     "WEIGHT_SOURCE",
@@ -77,6 +93,9 @@ def register_weight_source(scheme: str) -> Callable[[Callable], Callable]:
     return deco
 
 
+for _scheme, _source in SOURCES.items():  # torchvision://, timm://, https://, detectron2://
+    register_weight_source(_scheme)(_source)
+
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
@@ -99,87 +118,49 @@ def resolve_weights(spec: str) -> str | StateDict:
 
 def read_state_dict(path: str) -> StateDict:
     """Read a weights file safely into a flat ``{key: Tensor}`` dict (step 2)."""
-    if not os.path.isfile(path):
-        raise UserError(f"MODEL.WEIGHTS file {path} does not exist; check the path.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a user-file problem
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"MODEL.WEIGHTS file {path} cannot be read as a weights-only PyTorch file ({first})."
-        ) from None
-    return _unwrap(obj, path)
+    return read_weights_file(path).state
 
 
-def _unwrap(obj: Any, where: str) -> StateDict:
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(
-            f"MODEL.WEIGHTS {where} holds no state dict; expected a detlab checkpoint "
-            "{'model': state_dict} or a torchvision state dict."
-        )
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+def read_spec(spec: str | StateDict) -> StateDict:
+    """Steps 1 and 2: a ``MODEL.WEIGHTS`` spec (or a state dict) as a flat state dict."""
+    name = spec if isinstance(spec, str) else "state dict"
+    source = resolve_weights(spec) if isinstance(spec, str) else spec
+    return read_state_dict(source) if isinstance(source, str) else unwrap_state_dict(source, name)
 
 
-# ---------------------------------------------------------------- key adapters (step 3)
-_RESNET_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "fc.")
+# ---------------------------------------------------------------- names (step 3)
+#: ``adapter(state, model_keys) -> renamed state | None`` for formats detlab does not know,
+#: tried in order before the built-in naming schemes; the first that recognises the file
+#: renames it. Empty by default.
+KEY_ADAPTERS: list[Callable[[StateDict, set[str]], StateDict | None]] = []
 
 
-def _same_names(state: StateDict, model_keys: set[str]) -> StateDict | None:
-    return state if any(k in model_keys for k in state) else None
-
-
-def _torchvision_classifier(state: StateDict, model_keys: set[str]) -> StateDict | None:
-    if not all(k.startswith(_RESNET_PREFIXES) for k in state):
-        return None
-    return {f"backbone.{k}": v for k, v in state.items()}
-
-
-def _torchvision_detector(state: StateDict, model_keys: set[str]) -> StateDict | None:
-    if not any(k.startswith("backbone.body.") for k in state):
-        return None
-    body = "backbone.body."
-    return {
-        ("backbone." + k.removeprefix(body) if k.startswith(body) else k): v
-        for k, v in state.items()
-    }
-
-
-#: ``adapter(state, model_keys) -> renamed state | None`` tried in order; the first that
-#: recognises the file renames it. Other formats (e.g. Detectron2 checkpoints) add theirs here.
-KEY_ADAPTERS: list[Callable[[StateDict, set[str]], StateDict | None]] = [
-    _same_names,
-    _torchvision_classifier,
-    _torchvision_detector,
-]
-
-
-def _map_keys(state: StateDict, model_keys: set[str]) -> StateDict:
+def map_names(state: StateDict, model: nn.Module) -> tuple[StateDict, str, list[str]]:
+    """Step 3: ``(state renamed onto the model's keys, naming scheme, adaptation notes)``."""
+    keys = set(model.state_dict())
     for adapter in KEY_ADAPTERS:
-        mapped = adapter(state, model_keys)
+        mapped = adapter(state, keys)
         if mapped is not None:
-            return mapped
-    return state
+            return mapped, getattr(adapter, "__name__", "adapter"), []
+    result = map_state_dict(state, model)
+    return result.state, result.scheme, result.adapted
 
 
 # ---------------------------------------------------------------- the loader
-def load_model_weights(model: nn.Module, spec: str | StateDict) -> dict[str, list[str]]:
+def load_model_weights(model: nn.Module, spec: str | StateDict) -> dict[str, Any]:
     """Load ``MODEL.WEIGHTS`` (a path, a ``scheme://`` spec or a state dict) into ``model``.
 
     Non-strict: what the file lacks keeps the model's initialisation. Raises
     :class:`UserError` when not one tensor fits. Returns ``{"loaded", "missing",
     "unexpected", "skipped", "adapted"}`` (key lists; ``skipped``: shape mismatch,
-    ``adapted``: first conv summed over input channels), also logged as a table.
+    ``adapted``: converted or filled in, e.g. first conv summed over input channels) and
+    ``"names"`` (``"detlab"``, ``"detectron2"``, ``"caffe2"``, ``"torchvision"`` or an adapter's
+    name), also logged as a table.
     """
     name = spec if isinstance(spec, str) else "state dict"
-    source = resolve_weights(spec) if isinstance(spec, str) else spec
-    state = read_state_dict(source) if isinstance(source, str) else _unwrap(source, name)
     target = model.state_dict()
-    state = _map_keys(state, set(target))
-    load, skipped, adapted = {}, [], []
+    state, scheme, notes = map_names(read_spec(spec), model)
+    load, skipped, adapted = {}, [], list(notes)
     for k, v in state.items():
         if k not in target:
             continue
@@ -209,6 +190,7 @@ def load_model_weights(model: nn.Module, spec: str | StateDict) -> dict[str, lis
         "unexpected": sorted(k for k in state if k not in target),
         "skipped": skipped,
         "adapted": adapted,
+        "names": scheme,
     }
     level = logging.WARNING if report["unexpected"] or report["skipped"] else logging.INFO
     logger.log(level, "Loaded weights from %s:\n%s", name, format_load_report(report))
@@ -233,12 +215,19 @@ def _group(keys: list[str]) -> list[str]:
     for k in keys:
         head, _, leaf = k.rpartition(".")
         groups[head].append(leaf)
-    return [f"{h}.{{{','.join(v)}}}" if len(v) > 1 else f"{h}.{v[0]}" for h, v in groups.items()]
+    rows = []
+    for h, v in groups.items():
+        if not h:  # names without a dot (Caffe2's fc1000_w) stand alone
+            rows += v
+        else:
+            rows.append(f"{h}.{{{','.join(v)}}}" if len(v) > 1 else f"{h}.{v[0]}")
+    return rows
 
 
 def format_load_report(report: dict[str, Any], max_rows: int = 12) -> str:
     """A short plain-text table: one row per category with up to ``max_rows`` grouped keys."""
-    lines = [f"{'loaded':<11}| {len(report['loaded'])} tensors"]
+    names = _SCHEME_NAMES.get(report.get("names", "detlab"), f"{report.get('names')} names")
+    lines = [f"{'loaded':<11}| {len(report['loaded'])} tensors ({names})"]
     for name in ("missing", "unexpected", "skipped", "adapted"):
         keys = report[name]
         if not keys:

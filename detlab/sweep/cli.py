@@ -1,12 +1,18 @@
 """``python -m detlab.sweep SPEC [options]``: run a sweep from the command line.
 
-Exit status: 0 when every trial finished, 1 when some failed, 2 on a user error (one line on
-stderr), 128 + signal number when stopped by SIGINT/SIGTERM (trials stopped) or SIGHUP (trials
-left running, to be followed by the next run).
+A spec with a ``study:`` section or ``method: tpe``/``cmaes``, or a command with ``--workers``,
+``--storage`` or ``--study-name``, runs the sweep as an Optuna study worked on by workers
+(:mod:`detlab.sweep.study_run`); otherwise one process drives the trials
+(:mod:`detlab.sweep.runner`) and Optuna is not needed.
+
+Exit status: 0 when every trial finished (or was pruned), 1 when some failed, 2 on a user
+error (one line on stderr), 128 + signal number when stopped by SIGINT/SIGTERM (trials stopped)
+or SIGHUP (trials or workers left running, to be followed by the next run).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -48,6 +54,23 @@ def build_parser() -> DetlabArgumentParser:
     )
     parser.add_argument("--retry-failed", action="store_true", help="run failed trials again")
     parser.add_argument("--output-root", help="sweep root directory (overrides the spec)")
+    study = parser.add_argument_group("study (Optuna; pip install 'detlab[sweep]')")
+    study.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run the sweep as a study with N workers (local: one per GPU group by default; "
+        "slurm: N array tasks); workers started elsewhere on the same storage join it",
+    )
+    study.add_argument(
+        "--storage",
+        metavar="URL",
+        help="study storage: sqlite (default, <root>/study.db), journal[:PATH], or a database "
+        "URL such as postgresql+psycopg://user:${PW}@host/db",
+    )
+    study.add_argument("--study-name", metavar="NAME", help="study name (default: spec's)")
+    study.add_argument("--no-plots", action="store_true", help="skip the study's figures")
+    study.add_argument("--run-worker", type=int, metavar="SLOT", help=argparse.SUPPRESS)
     parser.add_argument(
         "--grace",
         type=float,
@@ -105,6 +128,8 @@ def _sweep(args) -> int:
             slurm["gpus_per_node"] = per_trial
         per_trial = per_trial or int(slurm.get("gpus_per_node") or 1)
     per_trial = per_trial or 1
+    if _study_mode(spec, args):
+        return _study(args, spec, gpus, parallel, slurm, per_trial)
     # Checks every trial's config before anything starts.
     planned = plan_sweep(spec, num_gpus=per_trial)
     if args.status:
@@ -146,6 +171,109 @@ def _sweep(args) -> int:
     else:
         _print(f"No trial has a value for {spec.metric} yet.")
     return 0 if outcome.counts.get(FINISHED, 0) == len(outcome.rows) else 1
+
+
+def _study_mode(spec, args) -> bool:
+    flags = (args.workers, args.storage, args.study_name, args.run_worker)
+    return spec.study is not None or any(f is not None for f in flags)
+
+
+def _study(args, spec, gpus: list[str], parallel, slurm: dict, per_trial: int) -> int:
+    """The sweep as an Optuna study: prepare it, run workers, write leaderboard and plots."""
+    from detlab.sweep.launchers import LocalLauncher
+    from detlab.sweep.plan import plan_sweep
+    from detlab.sweep.runner import SweepInterrupted
+    from detlab.sweep.study import quiet_optuna
+    from detlab.sweep.study_run import StudyRun, existing_study, run_worker_job
+    from detlab.sweep.worker import hook_overrides
+    from detlab.utils.errors import UserError
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}.")
+    quiet_optuna()
+    run = StudyRun(
+        spec,
+        opts=list(args.opts),
+        storage=args.storage,
+        study_name=args.study_name,
+        num_gpus=per_trial,
+        grace_s=args.grace,
+        out=_print,
+    )
+    if args.run_worker is not None:  # this process is one worker (started by the command)
+        try:
+            run_worker_job(run.job(args.run_worker), out=_print)
+        except SweepInterrupted as stop:
+            return 128 + stop.signum
+        return 0
+    spec = run.spec
+    # Checks every trial's config (a sampled search: keys and types) before anything starts.
+    planned = plan_sweep(spec, num_gpus=per_trial, extra=hook_overrides(spec))
+    n = args.workers or parallel
+    local = None
+    if args.launcher == "local":
+        local = LocalLauncher(gpus=gpus, parallel=n, env=spec.env, gpus_per_trial=per_trial)
+        n = n or len(local.gpus) or 1
+    n = n or 1
+    if args.dry_run:
+        from detlab.sweep.study_dry_run import print_study_dry_run
+
+        where = local.describe() if local else f"a Slurm job array ({args.cluster})"
+        print_study_dry_run(run, planned, n, where, local, args.retry_failed, out=_print)
+        return 0
+    if args.status:
+        study = existing_study(spec, run.ref, run.name)
+        if study is None:
+            _print(f"No study {run.name!r} in {run.ref.shown} yet.")
+            return 0
+        _report(run, study, planned, args)
+        return 0
+    study = run.prepare(planned, args.retry_failed)
+    _print(run.describe())
+    if local is not None:
+        groups = local.gpus
+        slots = [
+            {"CUDA_VISIBLE_DEVICES": groups[i % len(groups)] if groups else ""} for i in range(n)
+        ]
+        stopped = run.run_local(slots, local.env)
+    else:
+        stopped = run.run_slurm(n, slurm, args.cluster)
+    rows = _report(run, study, planned, args)
+    if stopped is not None:
+        _print("Sweep stopped; the study keeps its state. Run the same command to go on.")
+        return 128 + stopped
+    done = sum(r["status"] in ("finished", "pruned") for r in rows)
+    return 0 if rows and done == len(rows) else 1
+
+
+def _report(run, study, planned, args) -> list[dict]:
+    """Leaderboard (printed) and figures of the study."""
+    from detlab.sweep.report import best_row, render_leaderboard
+    from detlab.sweep.study_report import study_view, write_study_leaderboard
+
+    spec = run.spec
+    rows = write_study_leaderboard(spec, study, None if spec.sampled else planned)
+    trials, state = study_view(spec, study, None if spec.sampled else planned)
+    _print(render_leaderboard(spec, trials, state)[1].rstrip())
+    if not args.no_plots:
+        from detlab.sweep.plots import write_plots
+
+        drawn = write_plots(study, spec)
+        made = [k for k, v in drawn.items() if v == "written"]
+        _print(f"Figures in {spec.output_root}: {', '.join(made) or 'none yet'}")
+        for k, v in drawn.items():
+            if v != "written":
+                _print(f"  {k}: {v}")
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    summary = ", ".join(f"{c} {s}" for s, c in sorted(counts.items()))
+    _print(f"Leaderboard: {os.path.join(spec.output_root, 'leaderboard.md')} ({summary})")
+    best = best_row(rows)
+    if best is not None:
+        cfg = os.path.join(spec.output_root, best["name"], "config.yaml")
+        _print(f"Best trial: {best['name']} by {spec.metric}; config: {cfg}")
+    return rows
 
 
 def _print(text: str) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
-__all__ = ["open_log", "run_command", "stop_process_group", "tail"]
+__all__ = ["open_log", "run_command", "start_process", "stop_process_group", "tail"]
 
 
 def open_log(log_path: str, cmd: Sequence[str], note: str = ""):
@@ -27,6 +27,57 @@ def open_log(log_path: str, cmd: Sequence[str], note: str = ""):
     f.write(f"==== {stamp} {note}\n==== {shlex.join(list(cmd))}\n")
     f.flush()
     return f
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec: get SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the call above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def start_process(
+    cmd: Sequence[str],
+    log_path: str,
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    note: str = "",
+    die_with_parent: bool = False,
+) -> tuple[subprocess.Popen, object]:
+    """Start ``cmd`` in its own process group with output appended to ``log_path``.
+
+    ``env`` is the full environment. With ``die_with_parent`` (Linux) the process gets SIGTERM
+    when this process dies, so a killed sweep worker leaves no trial running on its own.
+    Returns the process and the open log file (close it once the process has ended).
+    """
+    import sys
+
+    log = open_log(log_path, cmd, note=note)
+    preexec = None
+    if die_with_parent and sys.platform.startswith("linux"):
+        parent = os.getpid()
+
+        def preexec() -> None:
+            _die_with_parent(parent)
+
+    try:
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,  # own process group: stopped as a whole
+            preexec_fn=preexec,
+        )
+    except BaseException:
+        log.close()
+        raise
+    return proc, log
 
 
 def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:

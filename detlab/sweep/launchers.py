@@ -21,10 +21,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from detlab.sweep.job import open_log, run_command, stop_process_group
+from detlab.sweep.job import run_command, start_process, stop_process_group
 from detlab.utils.errors import UserError
 
-__all__ = ["Handle", "Launcher", "LocalLauncher", "SlurmLauncher", "build_launcher"]
+__all__ = [
+    "Handle",
+    "Launcher",
+    "LocalLauncher",
+    "SlurmLauncher",
+    "build_launcher",
+    "submit_array",
+]
 
 
 @dataclass
@@ -126,19 +133,10 @@ class LocalLauncher(Launcher):
         env = dict(os.environ)
         env.update(self.env)
         env["CUDA_VISIBLE_DEVICES"] = gpu or ""
-        log = open_log(log_path, cmd, note=f"trial {name} (CUDA_VISIBLE_DEVICES={gpu or ''})")
+        note = f"trial {name} (CUDA_VISIBLE_DEVICES={gpu or ''})"
         try:
-            proc = subprocess.Popen(
-                list(cmd),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=self.cwd,
-                start_new_session=True,  # own process group: stopped as a whole
-            )
+            proc, log = start_process(cmd, log_path, env, cwd=self.cwd, note=note)
         except OSError as err:
-            log.close()
             raise UserError(
                 f"Could not start trial {name}: {err}; check python and train_script."
             ) from None
@@ -279,12 +277,7 @@ class SlurmLauncher(Launcher):
         self.executor = executor
         if dry_run:  # describe only: no executor, nothing created on disk
             return
-        try:
-            import submitit
-        except ImportError:
-            raise UserError(
-                "The slurm launcher needs submitit; install it with pip install 'detlab[slurm]'."
-            ) from None
+        submitit = _import_submitit()
         if executor is None:
             executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
             executor.update_parameters(**self.parameters)
@@ -359,6 +352,39 @@ def _done(job: Any) -> bool:
         return bool(job.done())
     except Exception:
         return True
+
+
+def _import_submitit() -> Any:
+    try:
+        import submitit
+    except ImportError:
+        raise UserError(
+            "The slurm launcher needs submitit; install it with pip install 'detlab[slurm]'."
+        ) from None
+    return submitit
+
+
+def submit_array(
+    folder: str,
+    slurm: Mapping[str, Any] | None,
+    cluster: str,
+    fn: Any,
+    args: Sequence[Any],
+    executor: Any = None,
+    name: str = "detlab-sweep",
+) -> list[Any]:
+    """Submit ``fn(arg)`` for each of ``args`` as one job array (submitit ``map_array``);
+    ``max_parallel`` caps how many tasks run at once. Returns the submitit jobs."""
+    opts = dict(slurm or {})
+    max_parallel = opts.pop("max_parallel", None)
+    if executor is None:
+        submitit = _import_submitit()
+        executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
+        params = _executor_parameters(opts, cluster)
+        if cluster == "slurm" and max_parallel:
+            params["slurm_array_parallelism"] = int(max_parallel)
+        executor.update_parameters(name=name, **params)
+    return list(executor.map_array(fn, list(args)))
 
 
 def _executor_parameters(opts: Mapping[str, Any], cluster: str) -> dict[str, Any]:

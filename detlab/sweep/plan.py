@@ -32,7 +32,9 @@ __all__ = [
     "LOG_NAME",
     "PlannedTrial",
     "config_args",
+    "example_params",
     "plan_sweep",
+    "plan_trial",
     "print_dry_run",
     "resolve_train_script",
     "same_config",
@@ -80,42 +82,72 @@ def resolve_train_script(spec: SweepSpec) -> str:
     )
 
 
-def plan_sweep(spec: SweepSpec, validate: bool = True, num_gpus: int = 1) -> list[PlannedTrial]:
-    """Trials of ``spec`` with their commands; ``validate`` checks every full config first.
+def example_params(spec: SweepSpec) -> dict:
+    """One set of parameter values to check keys and types with before anything runs."""
+    first = parameter_combinations(spec)[:1]
+    if first:
+        return first[0]
+    out = {}
+    for key, dist in spec.parameters.items():  # a sampled search: the low end of each range
+        ((_kind, args),) = dist.items()
+        out[key] = args[0]
+    return out
 
-    ``num_gpus > 1`` adds ``--num-gpus N`` (one DDP process per GPU of the trial).
-    """
-    from detlab.config import load_config
 
-    fixed = override_tokens(spec.fixed)
+class _Planner:
+    """Builds trial commands for one spec (the base command is computed once)."""
 
-    def check(opts: list[str], what: str) -> None:
+    def __init__(self, spec: SweepSpec, validate: bool, num_gpus: int, extra: Sequence[str]):
+        self.spec = spec
+        self.validate = validate
+        self.fixed = [*override_tokens(spec.fixed), *extra]
+        script = resolve_train_script(spec)
+        python = spec.python or sys.executable
+        # A Python script runs under `python`; any other executable (a wrapper script) as is.
+        direct = not script.endswith(".py") and os.access(script, os.X_OK)
+        runner = [script] if direct else [python, script]
+        self.runner = [*runner, *(["--num-gpus", str(num_gpus)] if num_gpus > 1 else [])]
+
+    def check(self, opts: list[str], what: str) -> None:
+        from detlab.config import load_config
+
         try:
-            load_config(spec.base_config, opts)
+            load_config(self.spec.base_config, opts)
         except ConfigError as err:
             reason = str(err).replace(" (from the command line)", "")
-            text = f"Sweep spec {spec.path}, {what}: {reason}"
+            text = f"Sweep spec {self.spec.path}, {what}: {reason}"
             raise ConfigError(text if text.endswith((".", "?", "!")) else text + ".") from None
 
+    def plan(self, trial: Trial) -> PlannedTrial:
+        out_dir = os.path.join(self.spec.output_root, trial.name)
+        opts = [*self.fixed, *override_tokens(trial.params), "OUTPUT_DIR", out_dir]
+        if self.validate:
+            self.check(opts, f"trial {trial.name}")
+        cmd = [*self.runner, "--config-file", self.spec.base_config, *opts]
+        return PlannedTrial(trial, out_dir, os.path.join(out_dir, LOG_NAME), cmd)
+
+
+def plan_sweep(
+    spec: SweepSpec, validate: bool = True, num_gpus: int = 1, extra: Sequence[str] = ()
+) -> list[PlannedTrial]:
+    """Trials of ``spec`` with their commands; ``validate`` checks every full config first.
+
+    ``num_gpus > 1`` adds ``--num-gpus N`` (one DDP process per GPU of the trial); ``extra``
+    are ``KEY VALUE`` tokens added after the fixed overrides. A sampled search (``tpe``,
+    ``cmaes``) has no planned trials: its keys and types are checked with the low end of each
+    range, and :func:`plan_trial` plans each trial once Optuna has picked its values.
+    """
+    planner = _Planner(spec, validate, num_gpus, extra)
     if validate:  # keys first, so a misspelt key is named before anything else can fail
-        first = parameter_combinations(spec)[:1]
-        check([*fixed, *override_tokens(first[0] if first else {})], "parameters")
-    trials = expand_trials(spec)
-    script = resolve_train_script(spec)
-    python = spec.python or sys.executable
-    # A Python script runs under `python`; any other executable (a wrapper script) runs as is.
-    direct = not script.endswith(".py") and os.access(script, os.X_OK)
-    runner = [script] if direct else [python, script]
-    planned = []
-    for trial in trials:
-        out_dir = os.path.join(spec.output_root, trial.name)
-        opts = [*fixed, *override_tokens(trial.params), "OUTPUT_DIR", out_dir]
-        if validate:
-            check(opts, f"trial {trial.name}")
-        launch = ["--num-gpus", str(num_gpus)] if num_gpus > 1 else []
-        cmd = [*runner, *launch, "--config-file", spec.base_config, *opts]
-        planned.append(PlannedTrial(trial, out_dir, os.path.join(out_dir, LOG_NAME), cmd))
-    return planned
+        planner.check([*planner.fixed, *override_tokens(example_params(spec))], "parameters")
+    return [planner.plan(trial) for trial in expand_trials(spec)]
+
+
+def plan_trial(
+    spec: SweepSpec, trial: Trial, num_gpus: int = 1, extra: Sequence[str] = ()
+) -> PlannedTrial:
+    """One trial's command (e.g. a trial Optuna sampled), its config checked."""
+    return _Planner(spec, True, num_gpus, extra).plan(trial)
 
 
 def config_args(p: PlannedTrial) -> list[str]:

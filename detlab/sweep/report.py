@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from detlab.sweep.spec import SweepSpec
+from detlab.sweep.spec import SweepSpec, split_metric
 from detlab.sweep.state import FINISHED, SweepState, atomic_write_text
 from detlab.sweep.trials import Trial, format_value, short_keys
 
@@ -30,9 +30,10 @@ __all__ = [
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def metric_column(spec: SweepSpec) -> str:
-    """Leaderboard column of the ranking metric: ``bbox/APs`` -> ``APs``, ``segm/AP`` as is."""
-    task, key = spec.metric_key
+def metric_column(spec: SweepSpec, metric: str | None = None) -> str:
+    """Leaderboard column of a metric (default: the ranking one): ``bbox/APs`` -> ``APs``,
+    ``segm/AP`` as is."""
+    task, key = split_metric(metric or spec.metric)
     return key if task == "bbox" else f"{task}/{key}"
 
 
@@ -69,8 +70,6 @@ def trial_entries(spec: SweepSpec, trials: Sequence[Trial], state: SweepState) -
     """One flat leaderboard entry per trial: parameters under their full dotted keys (as exact
     text), ``status``, ``AP``..``APl`` and the ranking metric, ``best_iteration``, ``wall_time``
     (seconds)."""
-    task, key = spec.metric_key
-    mcol = metric_column(spec)
     entries = []
     for trial in trials:
         rec = state.trials.get(trial.name, {})
@@ -81,8 +80,13 @@ def trial_entries(spec: SweepSpec, trials: Sequence[Trial], state: SweepState) -
         metrics = rec.get("metrics") or {}
         for col in METRIC_COLUMNS:
             entry[col] = _metric_value(metrics, "bbox", col)
-        entry[mcol] = _metric_value(metrics, task, key)
+        for metric in spec.metrics:
+            entry[metric_column(spec, metric)] = _metric_value(metrics, *split_metric(metric))
         entry["best_iteration"] = metrics.get("best_iteration")
+        last = metrics.get("iteration")
+        entry["iterations"] = last + 1 if isinstance(last, int) else None
+        if len(spec.metrics) > 1:  # multi-objective: on the Pareto front of the study?
+            entry["pareto"] = "yes" if rec.get("pareto") else ""
         wall = rec.get("wall_time")
         entry["wall_time"] = round(float(wall), 1) if isinstance(wall, (int, float)) else None
         entries.append(entry)
@@ -90,23 +94,42 @@ def trial_entries(spec: SweepSpec, trials: Sequence[Trial], state: SweepState) -
 
 
 def leaderboard_columns(spec: SweepSpec) -> list[str]:
-    """``rank, name, <param keys>, status, AP..APl, [metric], best_iteration, wall_time``."""
+    """``rank, name, <param keys>, status, AP..APl, [metrics], best_iteration, wall_time``;
+    a study adds ``iterations`` (trained, fewer for a pruned trial) before ``wall_time``."""
     cols = ["rank", "name", *spec.parameters, "status", *METRIC_COLUMNS]
-    mcol = metric_column(spec)
-    if mcol not in cols:
-        cols.append(mcol)
-    return [*cols, "best_iteration", "wall_time"]
+    for metric in spec.metrics:
+        if metric_column(spec, metric) not in cols:
+            cols.append(metric_column(spec, metric))
+    if len(spec.metrics) > 1:
+        cols.append("pareto")
+    cols.append("best_iteration")
+    if spec.study is not None:
+        cols.append("iterations")
+    return [*cols, "wall_time"]
+
+
+def _ranked(entries: list[dict], spec: SweepSpec) -> list[dict]:
+    """Finished trials ranked by the metric; then pruned ones (best first, no rank: their
+    values are from before the end of training); then the rest in trial order."""
+    from detlab.evaluation.leaderboard import leaderboard_rows
+
+    metric = metric_column(spec)
+    finished = [e for e in entries if e["status"] == FINISHED]
+    pruned = [e for e in entries if e["status"] == "pruned"]
+    rest = [e for e in entries if e["status"] not in (FINISHED, "pruned")]
+    rows = leaderboard_rows(finished, metric=metric, mode=spec.mode)
+    for row in leaderboard_rows(pruned, metric=metric, mode=spec.mode):
+        rows.append({**row, "rank": None})
+    return rows + [{**e, "rank": None} for e in rest]
 
 
 def render_leaderboard(
     spec: SweepSpec, trials: Sequence[Trial], state: SweepState
 ) -> tuple[list[dict], str]:
     """Ranked rows (CSV form) and the markdown page, from the state; writes nothing."""
-    from detlab.evaluation.leaderboard import leaderboard_rows, to_markdown
+    from detlab.evaluation.leaderboard import to_markdown
 
-    rows = leaderboard_rows(
-        trial_entries(spec, trials, state), metric=metric_column(spec), mode=spec.mode
-    )
+    rows = _ranked(trial_entries(spec, trials, state), spec)
     columns = leaderboard_columns(spec)
     # The markdown table names parameters by their shortest unique suffix, values compact.
     short = short_keys(list(spec.parameters))
@@ -140,13 +163,20 @@ def write_leaderboard(
     spec: SweepSpec, trials: Sequence[Trial], state: SweepState, root: str
 ) -> list[dict]:
     """Rank the trials by the spec's metric and (re)write the two leaderboard files."""
+    import socket
+
     from detlab.evaluation.leaderboard import write_csv
 
     rows, text = render_leaderboard(spec, trials, state)
     atomic_write_text(os.path.join(root, "leaderboard.md"), text)
-    tmp = os.path.join(root, ".leaderboard.csv.tmp")
-    write_csv(rows, leaderboard_columns(spec), tmp)
-    os.replace(tmp, os.path.join(root, "leaderboard.csv"))
+    # A name of its own: several workers, on several hosts, may write at once.
+    tmp = os.path.join(root, f".leaderboard.csv.{socket.gethostname()}.{os.getpid()}.tmp")
+    try:
+        write_csv(rows, leaderboard_columns(spec), tmp)
+        os.replace(tmp, os.path.join(root, "leaderboard.csv"))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return rows
 
 

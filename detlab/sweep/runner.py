@@ -25,7 +25,7 @@ from detlab.sweep.report import best_row, read_final_metrics, write_leaderboard
 from detlab.sweep.spec import SweepSpec
 from detlab.sweep.state import FINISHED, SweepState, sweep_lock
 
-__all__ = ["SweepInterrupted", "SweepOutcome", "run_sweep"]
+__all__ = ["SignalFlag", "SweepInterrupted", "SweepOutcome", "run_sweep"]
 
 TAIL_LINES = 20
 
@@ -51,16 +51,18 @@ class SweepOutcome:
     skipped: list[str] = field(default_factory=list)
 
 
-class _Signals:
-    """Turns SIGINT/SIGTERM/SIGHUP into a flag while a sweep runs (main thread only)."""
+class SignalFlag:
+    """Turns signals (default SIGINT/SIGTERM/SIGHUP) into a flag while a sweep or a worker
+    runs (main thread only); ``signum`` is the last one received."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
         self.signum: int | None = None
+        self.signals = signals
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> _Signals:
+    def __enter__(self) -> SignalFlag:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            for sig in self.signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -128,7 +130,7 @@ def run_sweep(
         if skipped:
             out(f"Skipping {len(skipped)} finished or failed trial(s): {', '.join(skipped)}")
         ran = [p.trial.name for p, _ in queue]
-        with _Signals() as signals:
+        with SignalFlag() as signals:
             try:
                 while queue or running:
                     if signals.signum is not None:

@@ -15,7 +15,11 @@ A spec names a base config, fixed overrides, and the parameters to vary::
 
 Random search replaces the lists with distributions (``{uniform: [lo, hi]}``,
 ``{loguniform: [lo, hi]}``, ``{randint: [lo, hi]}``, ``{choice: [a, b, ...]}``) and adds
-``num_trials`` and ``seed``; the same seed always gives the same trials. Files are read with
+``num_trials`` and ``seed``; the same seed always gives the same trials. ``method: tpe`` and
+``method: cmaes`` (numeric parameters only) use the same distributions, with Optuna choosing each
+trial from the results so far; they and a ``study:`` section (storage, pruner; see
+:mod:`detlab.sweep.study_settings`) run the sweep as an Optuna study. ``metric`` may be a list
+(multi-objective; ``mode`` then one value or one per metric). Files are read with
 ``yaml.safe_load``; every mistake raises :class:`~detlab.utils.errors.UserError` in one sentence.
 """
 
@@ -30,10 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detlab.sweep.study_settings import SAMPLED_METHODS, StudySettings, parse_study_section
 from detlab.utils.errors import UserError
 from detlab.utils.file_io import read_yaml
 
-__all__ = ["SLURM_KEYS", "SPEC_KEYS", "SweepSpec", "add_fixed_overrides", "load_spec", "parse_gpus"]
+__all__ = [
+    "METHODS",
+    "SLURM_KEYS",
+    "SPEC_KEYS",
+    "SweepSpec",
+    "add_fixed_overrides",
+    "load_spec",
+    "parse_gpus",
+]
 
 #: Top-level keys a spec may hold.
 SPEC_KEYS = (
@@ -54,7 +67,10 @@ SPEC_KEYS = (
     "gpus_per_trial",
     "env",
     "slurm",
+    "study",
 )
+#: Sweep methods: planned (grid, random) and sampled by Optuna (tpe, cmaes).
+METHODS = ("grid", "random", *SAMPLED_METHODS)
 #: Keys of the ``slurm:`` section (submitit's names; ``timeout_min`` in minutes).
 SLURM_KEYS = (
     "partition",
@@ -94,12 +110,29 @@ class SweepSpec:
     gpus_per_trial: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=list)  # all objectives; metrics[0] == metric
+    modes: list[str] = field(default_factory=list)
+    study: StudySettings | None = None  # set: the sweep runs as an Optuna study
+
+    def __post_init__(self) -> None:
+        self.metrics = list(self.metrics) or [self.metric]
+        self.modes = list(self.modes) or [self.mode]
 
     @property
     def metric_key(self) -> tuple[str, str]:
         """``("bbox", "APs")`` for ``bbox/APs``; a bare ``APs`` means the ``bbox`` task."""
-        task, _, key = self.metric.rpartition("/")
-        return (task or "bbox", key)
+        return split_metric(self.metric)
+
+    @property
+    def sampled(self) -> bool:
+        """True when Optuna samples the trials one by one (``tpe``, ``cmaes``)."""
+        return self.method in SAMPLED_METHODS
+
+
+def split_metric(metric: str) -> tuple[str, str]:
+    """``bbox/APs`` -> ``("bbox", "APs")``; a bare ``APs`` means the ``bbox`` task."""
+    task, _, key = metric.rpartition("/")
+    return (task or "bbox", key)
 
 
 def spec_error(path: str, message: str) -> UserError:
@@ -156,7 +189,7 @@ def _check_parameter(path: str, method: str, key: str, value: Any) -> Any:
     if not isinstance(value, Mapping) or len(value) != 1:
         raise spec_error(
             path,
-            f"random parameter {key} must be one of {{uniform|loguniform|randint: [lo, hi]}} "
+            f"{method} parameter {key} must be one of {{uniform|loguniform|randint: [lo, hi]}} "
             f"or {{choice: [...]}}, got {value!r}.",
         )
     ((kind, args),) = value.items()
@@ -217,13 +250,21 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
     fixed = _flatten(fixed)
 
     method = data.get("method", "grid")
-    if method not in ("grid", "random"):
-        raise spec_error(path, f"method must be 'grid' or 'random', got {method!r}.")
+    if method not in METHODS:
+        raise spec_error(path, f"method must be one of {', '.join(METHODS)}, got {method!r}.")
     params = data.get("parameters")
     if not isinstance(params, Mapping) or not params:
         raise spec_error(path, "needs parameters, a mapping of config keys to values to try.")
     params = _flatten_parameters(params)
     params = {k: _check_parameter(path, method, k, v) for k, v in params.items()}
+    if method == "cmaes":
+        for key, dist in params.items():
+            if "choice" in dist:
+                raise spec_error(
+                    path,
+                    f"CMA-ES searches numeric parameters only and {key} is a choice; give it a "
+                    "uniform/loguniform/randint range or use method: tpe.",
+                )
     for key in params:
         if key in fixed:
             raise spec_error(path, f"{key} is both fixed and a parameter; keep it in one place.")
@@ -234,21 +275,16 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
             )
 
     num_trials = data.get("num_trials")
-    if method == "random":
+    if method != "grid":
         if isinstance(num_trials, bool) or not isinstance(num_trials, int) or num_trials < 1:
-            raise spec_error(path, f"random search needs num_trials >= 1, got {num_trials!r}.")
+            raise spec_error(path, f"{method} search needs num_trials >= 1, got {num_trials!r}.")
     elif num_trials is not None:
-        raise spec_error(path, "num_trials applies to method: random only; remove it for a grid.")
+        raise spec_error(path, "num_trials does not apply to a grid; remove it.")
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise spec_error(path, f"seed must be an integer, got {seed!r}.")
 
-    metric = data.get("metric", "bbox/AP")
-    if not isinstance(metric, str) or not metric.strip("/"):
-        raise spec_error(path, f"metric must be text like 'bbox/APs', got {metric!r}.")
-    mode = data.get("mode", "max")
-    if mode not in ("max", "min"):
-        raise spec_error(path, f"mode must be 'max' or 'min', got {mode!r}.")
+    metrics, modes = _check_objectives(path, data.get("metric", "bbox/AP"), data.get("mode", "max"))
 
     root = output_root or data.get("output_root")
     if not root:
@@ -260,6 +296,12 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
     if template is not None and (not isinstance(template, str) or not template.strip()):
         raise spec_error(
             path, f"name_template must be text like 'lr{{BASE_LR}}', got {template!r}."
+        )
+    if template is not None and method in SAMPLED_METHODS and "{index" not in template:
+        raise spec_error(
+            path,
+            f"name_template of a {method} search must hold {{index}} (sampled values can repeat), "
+            f"got {template!r}.",
         )
 
     script = data.get("train_script")
@@ -306,6 +348,10 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
         if key == "additional_parameters" and not isinstance(value, Mapping):
             raise spec_error(path, f"slurm additional_parameters must be a mapping, got {value!r}.")
 
+    study = None
+    if "study" in data or method in SAMPLED_METHODS:
+        study = parse_study_section(path, data.get("study"), Path(path).stem, len(metrics))
+
     return SweepSpec(
         path=path,
         base_config=base,
@@ -315,8 +361,11 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
         parameters=params,
         num_trials=num_trials,
         seed=seed,
-        metric=metric.strip("/"),
-        mode=mode,
+        metric=metrics[0],
+        mode=modes[0],
+        metrics=metrics,
+        modes=modes,
+        study=study,
         name_template=template,
         train_script=script,
         python=python,
@@ -326,6 +375,24 @@ def load_spec(path: str | os.PathLike, output_root: str | None = None) -> SweepS
         env={k: str(v) for k, v in env.items()},
         slurm=dict(slurm),
     )
+
+
+def _check_objectives(path: str, metric: Any, mode: Any) -> tuple[list[str], list[str]]:
+    """``metric`` (text or a list: multi-objective) and ``mode`` (one, or one per metric)."""
+    metrics = metric if isinstance(metric, list) else [metric]
+    if not metrics or not all(isinstance(m, str) and m.strip("/") for m in metrics):
+        raise spec_error(
+            path, f"metric must be text like 'bbox/APs' or a list of such, got {metric!r}."
+        )
+    metrics = [m.strip("/") for m in metrics]
+    if len(set(metrics)) != len(metrics):
+        raise spec_error(path, f"metric lists {metric!r} with a repeat; name each metric once.")
+    modes = mode if isinstance(mode, list) else [mode] * len(metrics)
+    if len(modes) != len(metrics) or not all(m in ("max", "min") for m in modes):
+        raise spec_error(
+            path, f"mode must be 'max' or 'min' (or one per metric), got {mode!r} for {metrics}."
+        )
+    return metrics, modes
 
 
 def add_fixed_overrides(spec: SweepSpec, opts: list[str]) -> SweepSpec:

@@ -25,6 +25,7 @@ __all__ = [
     "override_tokens",
     "parameter_combinations",
     "short_keys",
+    "trial_name",
 ]
 
 _PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
@@ -119,8 +120,20 @@ def _default_template(params: dict[str, Any]) -> str:
     return "_".join(["t{index:03d}", *(f"{short[k]}={{{short[k]}}}" for k in params)])
 
 
+def trial_name(spec: SweepSpec, index: int, params: dict[str, Any]) -> str:
+    """The name of trial ``index`` with ``params``, from ``name_template`` (or the default)."""
+    template = spec.name_template or _default_template(spec.parameters)
+    name = _render_name(template, index, params, spec.path)
+    if not name:
+        raise spec_error(spec.path, f"name_template {template!r} gives an empty trial name.")
+    return name
+
+
 def parameter_combinations(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Parameter values of every trial (grid: product in spec order; random: drawn by seed)."""
+    """Parameter values of every planned trial (grid: product in spec order; random: drawn by
+    seed). Sampled methods (``tpe``, ``cmaes``) have no plan: Optuna picks their values."""
+    if spec.sampled:
+        return []
     keys = list(spec.parameters)
     combos: list[dict[str, Any]] = []
     if spec.method == "grid":
@@ -140,13 +153,10 @@ def expand_trials(spec: SweepSpec) -> list[Trial]:
     for file names (anything but letters, digits and ``._=+-`` becomes ``_``) and must be unique.
     """
     combos = parameter_combinations(spec)
-    template = spec.name_template or _default_template(spec.parameters)
     trials: list[Trial] = []
     seen: dict[str, int] = {}
     for i, params in enumerate(combos):
-        name = _render_name(template, i, params, spec.path)
-        if not name:
-            raise spec_error(spec.path, f"name_template {template!r} gives an empty trial name.")
+        name = trial_name(spec, i, params)
         if name in seen:
             raise spec_error(
                 spec.path,

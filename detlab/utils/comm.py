@@ -8,6 +8,7 @@ import torch.distributed as dist
 __all__ = [
     "all_gather_object",
     "all_reduce_any",
+    "all_reduce_mean",
     "broadcast_object",
     "get_rank",
     "get_world_size",
@@ -45,6 +46,16 @@ def all_reduce_any(flag: bool, device: torch.device | str = "cpu") -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over the processes of the group (``x`` itself when there is none), so
+    that every process divides a loss by the same normaliser, as with one large batch."""
+    if not _on():
+        return x
+    x = x.clone()
+    dist.all_reduce(x)
+    return x / get_world_size()
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:

@@ -50,22 +50,28 @@ def atomic_save(path: str, write: Callable[[IO], None]) -> None:
         write(f)
 
 
-def read_yaml(path: str, what: str, error: type[Exception] | None = None) -> object:
+def read_yaml(
+    path: str, what: str, error: type[Exception] | None = None, loader: type | None = None
+) -> object:
     """``yaml.safe_load`` of a user's file; a missing file or bad YAML raises one sentence.
 
     ``what`` names the file in the message ("Config file", "Sweep spec", ...); ``error`` is the
-    exception class to raise (default :class:`~detlab.utils.errors.UserError`).
+    exception class to raise (default :class:`~detlab.utils.errors.UserError`); ``loader`` is a
+    ``yaml.SafeLoader`` subclass to read with (default ``yaml.SafeLoader``).
     """
     import yaml
 
     from detlab.utils.errors import UserError
 
     error = error or UserError
+    loader = loader or yaml.SafeLoader
+    if not issubclass(loader, yaml.SafeLoader):
+        raise TypeError("read_yaml reads user files with yaml.SafeLoader or a subclass of it")
     if not os.path.isfile(path):
         raise error(f"{what} {path} does not exist; check the path.")
     try:
         with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+            return yaml.load(f, Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

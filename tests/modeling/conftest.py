@@ -21,6 +21,8 @@ def _tiny_cfg(meta: str = "FCOS", channels: int = 1, num_classes: int = 2):
     cfg.MODEL.FPN.OUT_CHANNELS = 32
     cfg.MODEL.FCOS.NUM_CONVS = 1
     cfg.MODEL.FCOS.NUM_CLASSES = num_classes
+    cfg.MODEL.RETINANET.NUM_CONVS = 1
+    cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
     if "ROI_HEADS" in cfg.MODEL:
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
         cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64

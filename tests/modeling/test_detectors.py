@@ -8,7 +8,7 @@ import torch
 from detlab.modeling import META_ARCH_REGISTRY, build_model
 from detlab.structures import Instances
 
-DETECTORS = ["FCOS", "FasterRCNN"]
+DETECTORS = ["FCOS", "FasterRCNN", "RetinaNet"]
 
 
 def test_every_registered_detector_is_tested():
@@ -75,6 +75,7 @@ def test_inference_boxes_in_original_coordinates(tiny_cfg, make_batch, channels,
     cfg = tiny_cfg(meta, channels=channels)
     cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.0
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
     cfg.TEST.DETECTIONS_PER_IMAGE = 7
     model = build_model(cfg).eval()
     same = make_batch(channels=channels)
@@ -114,6 +115,7 @@ def test_channels_last_gives_the_same_losses_and_detections(tiny_cfg, make_batch
         cfg = tiny_cfg(meta)
         cfg.MODEL.CHANNELS_LAST = flag
         cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.0
+        cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
         model = build_model(cfg).eval()
         with torch.no_grad():
             det = model(make_batch())[0]["instances"]

@@ -67,3 +67,35 @@ def test_dockerfile_installs_detlab_on_cuda_base():
     assert "pip install -e" in text
     for path in re.findall(r"^COPY (\S+) ", text, flags=re.M):
         assert (ROOT / path).exists(), f"Dockerfile copies missing path {path}"
+
+
+def test_postgres_service_and_sweep_worker_for_a_shared_study():
+    services = load_compose()["services"]
+    pg = services["postgres"]
+    assert pg["image"].startswith("postgres:")
+    env = dict(e.split("=", 1) for e in pg["environment"])
+    assert env["POSTGRES_PASSWORD"].startswith("${DETLAB_DB_PASSWORD:?")  # required, not stored
+    assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
+    assert pg["volumes"][0].split(":")[0] in load_compose()["volumes"]
+    worker = services["sweep-worker"]
+    assert worker["entrypoint"] == ["tools/sweep.sh"]
+    assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
+    command = worker["command"]
+    url = command[command.index("--storage") + 1]
+    # Compose turns $$ into $: the container gets ${DETLAB_DB_PASSWORD}, expanded by the sweep.
+    assert url == "postgresql+psycopg://detlab:$${DETLAB_DB_PASSWORD}@postgres:5432/detlab"
+    spec = substitute(command[0], {})
+    assert (ROOT / spec).is_file()
+    assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert "sweep" in DOCKERFILE.read_text() and "psycopg[binary]" in DOCKERFILE.read_text()
+
+
+def test_sweep_expands_the_password_from_the_environment(monkeypatch):
+    from detlab.sweep.study import resolve_storage
+
+    url = load_compose()["services"]["sweep-worker"]["command"]
+    url = url[url.index("--storage") + 1].replace("$$", "$")  # what the container receives
+    monkeypatch.setenv("DETLAB_DB_PASSWORD", "pw")
+    ref = resolve_storage(url, "/output/sweep")
+    assert ref.target == "postgresql+psycopg://detlab:pw@postgres:5432/detlab"
+    assert "pw@" not in ref.shown

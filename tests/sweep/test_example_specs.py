@@ -49,3 +49,23 @@ def test_fpn_example_names_and_dry_run(tmp_path, capsys):
         assert name in out
     assert "MODEL.FPN.IN_STAGES '[1, 2, 3, 4]'" in out  # shell-quoted list value
     assert not (tmp_path / "o").exists()
+
+
+def test_asha_example_is_a_tpe_study_and_dry_runs_without_a_database(tmp_path, capfd):
+    pytest.importorskip("optuna")
+    spec = load_spec(SWEEPS / "sar_lr_clip_asha.yaml", output_root=str(tmp_path / "o"))
+    assert spec.method == "tpe" and spec.num_trials == 24 and spec.study.pruner_type == "asha"
+    from detlab.sweep.study import resolve_pruner
+
+    assert resolve_pruner(spec) == {"type": "asha", "reduction_factor": 3, "min_resource": 1500}
+    argv = [
+        str(SWEEPS / "sar_lr_clip_asha.yaml"),
+        "--dry-run",
+        "--output-root",
+        str(tmp_path / "o"),
+    ]
+    assert main([*argv, "--workers", "2", "--gpus", "0,1"]) == 0
+    out = capfd.readouterr().out
+    assert "24 trials (tpe) as an Optuna study, 2 worker(s)" in out
+    assert "TRAINER.EXTRA_HOOKS" in out and "SweepPruningHook" in out
+    assert not (tmp_path / "o").exists()

@@ -162,7 +162,7 @@ def test_override_tokens_round_trip_through_the_config(key, value):
             {"method": "random", "parameters": {"SOLVER.BASE_LR": {"uniform": [1, 2]}}},
             ["num_trials"],
         ),
-        ({"method": "bayes", "parameters": {"SOLVER.BASE_LR": [1]}}, ["'grid' or 'random'"]),
+        ({"method": "bayes", "parameters": {"SOLVER.BASE_LR": [1]}}, ["grid, random, tpe, cmaes"]),
         ({"mode": "maximum", "parameters": {"SOLVER.BASE_LR": [1]}}, ["'max' or 'min'"]),
         ({"parameters": {"OUTPUT_DIR": ["a"]}}, ["output_root"]),
         (

@@ -44,18 +44,17 @@ def _tiny_coco(root, n: int = 4, size: int = 64) -> str:
     return "tiny.json"
 
 
-@pytest.mark.slow
-def test_grid_with_real_train_net_on_cpu(tmp_path, capsys):
+def _tiny_base(tmp_path, name: str, **sections) -> None:
+    """``tmp_path/tiny.yaml``: a tiny FCOS on the tiny COCO set (registered as ``name``), CPU,
+    3 iterations; ``sections`` update the config's sections (``SOLVER={"MAX_ITER": 6}``)."""
     data = tmp_path / "data"
     data.mkdir()
     _tiny_coco(data)
     base = {
         "DATASETS": {
-            "REGISTER": [
-                {"name": "sweep_tiny", "json_file": "data/tiny.json", "image_root": "data"}
-            ],
-            "TRAIN": ["sweep_tiny"],
-            "TEST": ["sweep_tiny"],
+            "REGISTER": [{"name": name, "json_file": "data/tiny.json", "image_root": "data"}],
+            "TRAIN": [name],
+            "TEST": [name],
         },
         "DATALOADER": {"NUM_WORKERS": 0},
         "INPUT": {
@@ -81,7 +80,14 @@ def test_grid_with_real_train_net_on_cpu(tmp_path, capsys):
         "LOGGING": {"TENSORBOARD": False},
         "SEED": 1,
     }
+    for section, values in sections.items():
+        base.setdefault(section, {}).update(values)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(base))
+
+
+@pytest.mark.slow
+def test_grid_with_real_train_net_on_cpu(tmp_path, capsys):
+    _tiny_base(tmp_path, "sweep_tiny")
     spec = {
         "base_config": "tiny.yaml",
         "parameters": {
@@ -118,3 +124,51 @@ def test_grid_with_real_train_net_on_cpu(tmp_path, capsys):
     best = tmp_path / "sweep" / rows[0]["name"] / "config.yaml"
     assert f"config: {best}" in out
     assert os.path.isfile(best)
+
+
+@pytest.mark.slow
+def test_real_trainer_is_pruned_at_its_first_evaluation(tmp_path, capfd):
+    """tools/train_net.py + SweepPruningHook + an Optuna study: a trial far below an earlier
+    one (a reference trial put into the study) stops at its first evaluation, resumable."""
+    optuna = pytest.importorskip("optuna")
+    from detlab.sweep.plan import plan_sweep
+    from detlab.sweep.spec import load_spec
+    from detlab.sweep.study import search_space
+    from detlab.sweep.study_run import StudyRun
+    from detlab.sweep.worker import hook_overrides
+
+    _tiny_base(tmp_path, "prune_tiny", SOLVER={"MAX_ITER": 6}, TEST={"EVAL_PERIOD": 2})
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "base_config": "tiny.yaml",
+                "parameters": {"SOLVER.BASE_LR": [0.01]},
+                "metric": "bbox/AP50",
+                "output_root": str(tmp_path / "sweep"),
+                "python": sys.executable,
+                "study": {"pruner": {"type": "median", "n_startup_trials": 1}},
+            }
+        )
+    )
+    spec = load_spec(spec_path)
+    run = StudyRun(spec, opts=[], storage=None, study_name=None, num_gpus=1, grace_s=5)
+    study = run.prepare(plan_sweep(run.spec, extra=hook_overrides(run.spec)), retry_failed=False)
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=100.0,
+            params={"SOLVER.BASE_LR": 0.01},
+            distributions=search_space(spec),
+            intermediate_values={2: 100.0, 4: 100.0, 6: 100.0},
+        )
+    )
+    assert main([str(spec_path), "--no-plots"]) == 0
+    with open(tmp_path / "sweep" / "leaderboard.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["status"] == "pruned" and row["iterations"] == "2"
+    trial = tmp_path / "sweep" / row["name"]
+    assert (trial / "last_checkpoint").read_text().strip() == "model_0000001.pth"
+    assert (trial / "model_0000001.pth").is_file()
+    final = json.loads((trial / "final_metrics.json").read_text())
+    assert final["iteration"] == 1 and final["stop_reason"].startswith("pruned by the sweep")
+    assert "Stopping: pruned by the sweep after 2 iterations" in (trial / "log.txt").read_text()

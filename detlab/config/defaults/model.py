@@ -7,12 +7,16 @@ __all__ = ["add_model_defaults"]
 
 def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL = CN()
-    # Name in META_ARCH_REGISTRY: "FCOS" (one-stage) or "FasterRCNN" (two-stage).
+    # Name in META_ARCH_REGISTRY: "FCOS", "RetinaNet" (one-stage) or "FasterRCNN" (two-stage).
+    # Detectron2's "GeneralizedRCNN" is read as "FasterRCNN".
     cfg.MODEL.META_ARCHITECTURE = "FCOS"
     # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N" or "mps"
     cfg.MODEL.DEVICE = "auto"
-    # Path to a detlab checkpoint or a torchvision-style backbone state dict. Applied only when
-    # not resuming (`--resume` restores everything from OUTPUT_DIR/last_checkpoint instead).
+    # Initial weights: a local file (detlab checkpoint, torchvision/timm state dict, Detectron2
+    # .pth or .pkl) or a named source downloaded once into the library's cache:
+    # torchvision://ResNet50_Weights.IMAGENET1K_V2, timm://resnet50.a1_in1k, https://...,
+    # detectron2://ImageNetPretrained/MSRA/R-50.pkl. Applied only when not resuming (`--resume`
+    # restores everything from OUTPUT_DIR/last_checkpoint instead).
     cfg.MODEL.WEIGHTS = ""
     # Per-channel normalisation of the mapper's float image (0..255 scale); length = channels.
     cfg.MODEL.PIXEL_MEAN = (103.53, 116.28, 123.675)
@@ -31,14 +35,18 @@ def add_model_defaults(cfg: CN) -> None:
     # "BN" | "SyncBN" (statistics over DDP GPUs) | "FrozenBN" | "GN"; use "BN" from scratch
     cfg.MODEL.BACKBONE.NORM = "FrozenBN"
 
-    # ResNet options. Names: resnet18/34/50/101 (torchvision constructors, weights=None) and
-    # tiny_resnet (torchvision BasicBlocks, light CPU option).
+    # ResNet options. Names: resnet18/34/50/101/152 (torchvision constructors, weights=None)
+    # and tiny_resnet (torchvision BasicBlocks, light CPU option).
     cfg.MODEL.RESNETS = CN()
     # Stage widths are 64·WIDTH_MULT·(1, 2, 4, 8) (× 4 for bottleneck depths). With 1.0 the
     # named depths are torchvision's networks unchanged (their checkpoints load).
     cfg.MODEL.RESNETS.WIDTH_MULT = 1.0
     # Blocks in stages 1..4 of tiny_resnet (the named depths have their own counts).
     cfg.MODEL.RESNETS.BLOCKS_PER_STAGE = (1, 1, 1, 1)
+    # Bottleneck blocks that downsample do it in the first 1x1 conv (MSRA/Caffe2 layout, the
+    # default of Detectron2 configs and what its R-50.pkl weights expect) instead of the 3x3
+    # conv (torchvision's layout, False).
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
 
     # MODEL.BACKBONE.NAME "timm": any timm model with features_only (needs the timm extra).
     cfg.MODEL.TIMM = CN()
@@ -51,7 +59,8 @@ def add_model_defaults(cfg: CN) -> None:
     # 4-scale: [1, 2, 3, 4].
     cfg.MODEL.FPN.IN_STAGES = (2, 3, 4)
     cfg.MODEL.FPN.OUT_CHANNELS = 256  # channels of every pyramid level
-    # Extra levels: "none" | "P6" | "P6P7" (stride-2 convs, FCOS/RetinaNet) | "P6pool"
+    # Extra levels: "none" | "P6" | "P6P7" (stride-2 convs on P5, FCOS) | "P6P7C5" (the same on
+    # the coarsest backbone stage C5, RetinaNet as in Detectron2 and torchvision) | "P6pool"
     # (stride-2 subsampling of P5, the Faster R-CNN FPN's P6).
     cfg.MODEL.FPN.TOP_BLOCK = "P6P7"
     cfg.MODEL.FPN.NORM = ""  # "" | "GN" | "BN" after each FPN conv
@@ -75,13 +84,39 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000  # per level, before NMS
     cfg.MODEL.FCOS.NMS_THRESH_TEST = 0.6  # class-wise NMS IoU
 
+    # RetinaNet (MODEL.META_ARCHITECTURE "RetinaNet"), Detectron2's keys and defaults. Anchors
+    # come from MODEL.ANCHOR_GENERATOR; its empty SIZES mean 3 octave scales per level,
+    # 4·stride·2^(k/3) for k = 0, 1, 2 (32, 40.3, 50.8 on P3).
+    cfg.MODEL.RETINANET = CN()
+    cfg.MODEL.RETINANET.HEAD_NAME = "RetinaNetHead"  # name in DENSE_HEAD_REGISTRY
+    cfg.MODEL.RETINANET.NUM_CLASSES = 80
+    cfg.MODEL.RETINANET.IN_FEATURES = ()  # neck levels used, e.g. ("p3", ..., "p7"); () = all
+    cfg.MODEL.RETINANET.NUM_CONVS = 4  # conv layers per subnet (classification and box)
+    cfg.MODEL.RETINANET.NORM = ""  # subnet norm: "" | "GN" | "BN"
+    # Anchors with IoU below the first threshold are background, at/above the last foreground;
+    # IOU_LABELS gives the label of each interval (0 background, -1 ignored, 1 foreground).
+    # Each object's best anchors are foreground too.
+    cfg.MODEL.RETINANET.IOU_THRESHOLDS = (0.4, 0.5)
+    cfg.MODEL.RETINANET.IOU_LABELS = (0, -1, 1)
+    cfg.MODEL.RETINANET.PRIOR_PROB = 0.01  # initial foreground probability of the class logits
+    cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA = 0.25
+    cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA = 2.0
+    cfg.MODEL.RETINANET.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # (dx, dy, dw, dh) box coding
+    # "smooth_l1" on the box deltas (SMOOTH_L1_LOSS_BETA; 0 = L1) or "giou" on decoded boxes.
+    cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE = "smooth_l1"
+    cfg.MODEL.RETINANET.SMOOTH_L1_LOSS_BETA = 0.1
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.05  # on the class probability
+    cfg.MODEL.RETINANET.TOPK_CANDIDATES_TEST = 1000  # per level, before NMS
+    cfg.MODEL.RETINANET.NMS_THRESH_TEST = 0.5  # class-wise NMS IoU
+
     # Faster R-CNN (MODEL.META_ARCHITECTURE "FasterRCNN"), Detectron2 key names.
     cfg.MODEL.PROPOSAL_GENERATOR = CN()
     cfg.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"  # name in PROPOSAL_GENERATOR_REGISTRY
 
     cfg.MODEL.ANCHOR_GENERATOR = CN()
-    # Anchor sizes (sqrt of area, input pixels) per RPN level, e.g. ((32,), (64,), (128,),
-    # (256,), (512,)); one list is used on every level; () = 8 × each level's stride.
+    # Anchor sizes (sqrt of area, input pixels) per level of the RPN or RetinaNet, e.g.
+    # ((32,), (64,), (128,), (256,), (512,)); one list is used on every level; () = the
+    # detector's default (RPN: 8 × each level's stride; RetinaNet: see MODEL.RETINANET).
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = ()
     cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = ((0.5, 1.0, 2.0),)  # height / width
     cfg.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0  # anchor centre offset, in strides
@@ -119,6 +154,9 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.ROI_BOX_HEAD = CN()
     cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # RoIAlign output size (cells per side)
     cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0  # RoIAlign samples per bin; 0 = adaptive
+    # "ROIAlign": torchvision's MultiScaleRoIAlign; "ROIAlignV2": half-pixel aligned RoIAlign
+    # with Detectron2's level rule (Detectron2's default; its checkpoints expect it).
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlign"
     # RoIAlign implementation: "auto" = one sparse bilinear-weight product over channels-last
     # features on CPU (about 10x faster than torchvision's CPU kernel forward + backward, same
     # values up to float rounding), torchvision's kernel on other devices; "torchvision" =
@@ -138,7 +176,7 @@ def add_model_defaults(cfg: CN) -> None:
     # Size-aware weighted loss: each positive target's classification and regression terms
     # are multiplied by w(area), area in the ORIGINAL image's pixels² (boxes are rescaled
     # from the network input by (height/h_in)·(width/w_in)), the pixels COCO buckets use.
-    # Used by the FCOS head and the ROI box head, and by the RPN when
+    # Used by the FCOS and RetinaNet heads and the ROI box head, and by the RPN when
     # MODEL.RPN.SIZE_AWARE_LOSS is true. TYPE: exponential | linear | step.
     cfg.MODEL.SIZE_AWARE_LOSS = CN()
     cfg.MODEL.SIZE_AWARE_LOSS.ENABLED = False

@@ -1,10 +1,13 @@
 """ResNet backbones on torchvision's constructors, plus a width-scalable small ResNet.
 
-``resnet18/34/50/101`` are built by ``torchvision.models.resnetXX(weights=None)`` (no
+``resnet18/34/50/101/152`` are built by ``torchvision.models.resnetXX(weights=None)`` (no
 download), so their state-dict keys match torchvision checkpoints (``conv1``, ``bn1``,
-``layer1``..``layer4``). ``tiny_resnet`` stacks torchvision ``BasicBlock``s with widths
-``64·WIDTH_MULT·(1, 2, 4, 8)`` and ``MODEL.RESNETS.BLOCKS_PER_STAGE`` blocks per stage: a light
-option for CPU training from scratch. Stage k (1..4) is returned as ``res{k+1}`` with stride
+``layer1``..``layer4``). ``stride_in_1x1`` moves the stride of downsampling bottlenecks from
+the 3×3 conv (torchvision) to the first 1×1 conv (MSRA/Caffe2, the layout of Detectron2's
+ImageNet weights); the parameters are the same either way. ``tiny_resnet`` stacks torchvision
+``BasicBlock``s with widths ``64·WIDTH_MULT·(1, 2, 4, 8)`` and
+``MODEL.RESNETS.BLOCKS_PER_STAGE`` blocks per stage: a light option for CPU training from
+scratch. Stage k (1..4) is returned as ``res{k+1}`` with stride
 ``2**(k+1)``.
 """
 
@@ -32,6 +35,7 @@ _SPECS = {
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
     "resnet101": (Bottleneck, (3, 4, 23, 3)),
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
 }
 
 
@@ -79,6 +83,8 @@ class ResNet(nn.Module):
         width_mult: multiplies the stage widths (64, 128, 256, 512); 1.0 uses torchvision's
             constructor unchanged.
         blocks_per_stage: block counts for ``tiny_resnet`` (ignored by the named depths).
+        stride_in_1x1: downsampling bottlenecks stride in their first 1×1 conv (MSRA layout)
+            instead of the 3×3 conv (no effect on BasicBlock networks).
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class ResNet(nn.Module):
         freeze_at: int = 0,
         width_mult: float = 1.0,
         blocks_per_stage: Sequence[int] = (1, 1, 1, 1),
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         norm_layer = get_norm(norm)
@@ -134,7 +141,15 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.in_channels = in_channels
         self._out_channels = [w * block.expansion for w in widths]
+        if stride_in_1x1:
+            self._stride_in_1x1()
         self.freeze(freeze_at)
+
+    def _stride_in_1x1(self) -> None:
+        for k in range(1, 5):
+            for block in getattr(self, f"layer{k}"):
+                if isinstance(block, Bottleneck) and block.conv2.stride != (1, 1):
+                    block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -163,6 +178,7 @@ class ResNet(nn.Module):
             "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
             "width_mult": float(cfg.MODEL.RESNETS.WIDTH_MULT),
             "blocks_per_stage": tuple(cfg.MODEL.RESNETS.BLOCKS_PER_STAGE),
+            "stride_in_1x1": bool(cfg.MODEL.RESNETS.STRIDE_IN_1X1),
         }
 
     def output_shape(self) -> dict[str, ShapeSpec]:

@@ -1,6 +1,6 @@
 """Detection heads; importing this package registers them in their registries:
-``DENSE_HEAD_REGISTRY`` (FCOS), ``PROPOSAL_GENERATOR_REGISTRY`` (RPN), ``ROI_HEADS_REGISTRY``
-(StandardROIHeads)."""
+``DENSE_HEAD_REGISTRY`` (FCOS, RetinaNet), ``PROPOSAL_GENERATOR_REGISTRY`` (RPN),
+``ROI_HEADS_REGISTRY`` (StandardROIHeads)."""
 
 from detlab.modeling.heads.anchors import AnchorGenerator
 from detlab.modeling.heads.build import (
@@ -12,6 +12,7 @@ from detlab.modeling.heads.build import (
     build_roi_heads,
 )
 from detlab.modeling.heads.fcos_head import FCOSHead
+from detlab.modeling.heads.retinanet_head import RetinaNetHead
 from detlab.modeling.heads.roi_heads import StandardROIHeads
 from detlab.modeling.heads.rpn import RPN
 
@@ -22,6 +23,7 @@ __all__ = [
     "RPN",
     "AnchorGenerator",
     "FCOSHead",
+    "RetinaNetHead",
     "StandardROIHeads",
     "build_dense_head",
     "build_proposal_generator",

@@ -18,12 +18,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from detlab.modeling.heads.build import DENSE_HEAD_REGISTRY
-from detlab.modeling.layers import Scale, get_norm, prior_bias
+from detlab.modeling.heads.dense_outputs import (
+    detections_after_nms,
+    level_channels,
+    select_candidates,
+)
+from detlab.modeling.layers import Scale, conv_tower, prior_bias
 from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
+from detlab.utils.comm import all_reduce_mean
 from detlab.utils.errors import UserError
 
 __all__ = ["FCOSHead", "fcos_locations", "default_size_ranges"]
@@ -42,16 +48,6 @@ def default_size_ranges(strides: Sequence[int]) -> list[tuple[float, float]]:
     return ranges
 
 
-def _global_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean of a scalar over distributed processes (itself when not distributed), so every
-    process divides by the same normaliser, as with one large batch."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        x = x.clone()
-        torch.distributed.all_reduce(x)
-        x = x / torch.distributed.get_world_size()
-    return x
-
-
 def fcos_locations(
     shapes: Sequence[tuple[int, int]], strides: Sequence[int], device: torch.device
 ) -> list[torch.Tensor]:
@@ -63,21 +59,6 @@ def fcos_locations(
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
         out.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1))
     return out
-
-
-def _tower(channels: int, num_convs: int, norm: str) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    norm_layer = get_norm(norm)
-    for _ in range(num_convs):
-        conv = nn.Conv2d(channels, channels, 3, padding=1, bias=norm_layer is None)
-        nn.init.normal_(conv.weight, std=0.01)
-        if conv.bias is not None:
-            nn.init.zeros_(conv.bias)
-        layers.append(conv)
-        if norm_layer is not None:
-            layers.append(norm_layer(channels))
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
 
 
 @DENSE_HEAD_REGISTRY.register()
@@ -118,8 +99,8 @@ class FCOSHead(nn.Module):
         super().__init__()
         self.strides = [int(s) for s in strides]
         self.num_classes = int(num_classes)
-        self.cls_tower = _tower(in_channels, num_convs, norm)
-        self.box_tower = _tower(in_channels, num_convs, norm)
+        self.cls_tower = conv_tower(in_channels, num_convs, norm)
+        self.box_tower = conv_tower(in_channels, num_convs, norm)
         self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
@@ -145,11 +126,10 @@ class FCOSHead(nn.Module):
     def from_config(cls, cfg: Any, input_shape: dict[str, ShapeSpec]) -> dict[str, Any]:
         c = cfg.MODEL.FCOS
         shapes = list(input_shape.values())
-        if len({s.channels for s in shapes}) != 1:
-            raise UserError("The FCOS head needs pyramid levels with equal channel counts.")
+        channels = level_channels(input_shape, "FCOS")
         sizes = [tuple(r) for r in c.SIZES_OF_INTEREST] or None
         return {
-            "in_channels": shapes[0].channels,
+            "in_channels": channels,
             "strides": [s.stride for s in shapes],
             "num_classes": c.NUM_CLASSES,
             "num_convs": c.NUM_CONVS,
@@ -315,10 +295,13 @@ class FCOSHead(nn.Module):
             w = torch.ones_like(ctr_target)
         reg_w = w * ctr_target
         if sw is not None and sw.normalize == "weight_sum":
-            cls_norm, reg_norm = _global_mean(w.sum().detach()), _global_mean(reg_w.sum().detach())
+            cls_norm, reg_norm = (
+                all_reduce_mean(w.sum().detach()),
+                all_reduce_mean(reg_w.sum().detach()),
+            )
         else:
-            cls_norm = _global_mean(num_pos.to(focal.dtype))
-            reg_norm = _global_mean(ctr_target.sum().detach())
+            cls_norm = all_reduce_mean(num_pos.to(focal.dtype))
+            reg_norm = all_reduce_mean(ctr_target.sum().detach())
         cls_norm = ctr_norm = cls_norm.clamp(min=1.0)
         reg_norm = reg_norm.clamp(min=1e-6)
         return {
@@ -347,10 +330,7 @@ class FCOSHead(nn.Module):
                     torch.sigmoid(cls_l[i]).reshape(k, -1).t()
                     * torch.sigmoid(ctr_l[i]).reshape(-1, 1)
                 ).reshape(-1)  # (P_l·K)
-                keep = torch.nonzero(scores > self.score_thresh).squeeze(1)
-                if keep.numel() > self.topk_candidates:
-                    top = scores[keep].topk(self.topk_candidates).indices
-                    keep = keep[top]
+                keep = select_candidates(scores, self.score_thresh, self.topk_candidates)
                 scores = scores[keep]
                 loc_idx, cls_idx = keep // k, keep % k
                 ltrb = reg_l[i].reshape(4, -1).t()[loc_idx]
@@ -359,13 +339,10 @@ class FCOSHead(nn.Module):
                 all_boxes.append(boxes)
                 all_scores.append(scores)
                 all_classes.append(cls_idx)
-            boxes = torch.cat(all_boxes)
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-            scores, classes = torch.cat(all_scores), torch.cat(all_classes)
-            keep = batched_nms(boxes, scores, classes, self.nms_thresh)
-            keep = keep[: self.detections_per_image]
             results.append(
-                Instances((h, w), boxes=boxes[keep], scores=scores[keep], classes=classes[keep])
-            )
+                detections_after_nms(
+                    torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_classes),
+                    (h, w), self.nms_thresh, self.detections_per_image,
+                )
+            )  # fmt: skip
         return results

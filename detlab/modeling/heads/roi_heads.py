@@ -22,8 +22,9 @@ from torchvision.ops import batched_nms, box_iou
 from detlab.modeling.box_coding import BoxCoder, Matcher, subsample_labels
 from detlab.modeling.heads.build import ROI_HEADS_REGISTRY
 from detlab.modeling.layers import c2_xavier_fill, get_norm
+from detlab.modeling.losses.box_losses import smooth_l1
 from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
-from detlab.modeling.roi_align import ROIPooler
+from detlab.modeling.poolers import build_roi_pooler
 from detlab.structures import Instances, ShapeSpec
 
 __all__ = ["BoxHead", "StandardROIHeads"]
@@ -74,8 +75,10 @@ class StandardROIHeads(nn.Module):
         in_channels: their (common) channel count.
         num_classes: K foreground classes.
         in_strides: their strides (the pooler maps boxes to levels by size).
+        pooler_type: ``"ROIAlign"`` (torchvision's MultiScaleRoIAlign) or ``"ROIAlignV2"``
+            (half-pixel aligned, Detectron2's default); see :mod:`detlab.modeling.poolers`.
         pooler_kernel: ``"auto"`` (bilinear-matrix RoIAlign on CPU, torchvision's kernel
-            elsewhere) or ``"torchvision"``; see :class:`detlab.modeling.roi_align.ROIPooler`.
+            elsewhere) or ``"torchvision"``; see :mod:`detlab.modeling.poolers`.
         size_weighting: optional :class:`SizeWeighting` for foreground RoIs' loss terms.
     """
 
@@ -87,6 +90,7 @@ class StandardROIHeads(nn.Module):
         in_strides: Sequence[int] = (4, 8, 16, 32),
         pooler_resolution: int = 7,
         pooler_sampling_ratio: int = 0,
+        pooler_type: str = "ROIAlign",
         pooler_kernel: str = "auto",
         num_conv: int = 0,
         conv_dim: int = 256,
@@ -109,14 +113,13 @@ class StandardROIHeads(nn.Module):
         self.in_features = list(in_features)
         self.in_strides = [int(x) for x in in_strides]
         self.num_classes = num_classes
-        self.pooler = ROIPooler(
+        self.pooler = build_roi_pooler(
+            pooler_type,
             self.in_features,
             self.in_strides,
             pooler_resolution,
             pooler_sampling_ratio,
-            aligned=False,
-            level_rule="torchvision",
-            kernel=pooler_kernel,
+            pooler_kernel,
         )
         self.box_head = BoxHead(
             in_channels, pooler_resolution, num_conv, conv_dim, num_fc, fc_dim, norm
@@ -150,6 +153,7 @@ class StandardROIHeads(nn.Module):
             "in_strides": [v.stride for v in input_shape.values()],
             "pooler_resolution": b.POOLER_RESOLUTION,
             "pooler_sampling_ratio": b.POOLER_SAMPLING_RATIO,
+            "pooler_type": b.POOLER_TYPE,
             "pooler_kernel": b.POOLER_KERNEL,
             "num_conv": b.NUM_CONV,
             "conv_dim": b.CONV_DIM,
@@ -254,10 +258,7 @@ class StandardROIHeads(nn.Module):
             d = deltas.view(deltas.shape[0], -1, 4)
             pred = d[fg_idx, classes[fg_idx]]
         target = self.box_coder.encode(boxes[fg_idx], gt_boxes[fg_idx])
-        if self.smooth_l1_beta < 1e-5:
-            reg = (pred - target).abs().sum(1)
-        else:
-            reg = F.smooth_l1_loss(pred, target, beta=self.smooth_l1_beta, reduction="none").sum(1)
+        reg = smooth_l1(pred, target, self.smooth_l1_beta).sum(1)
         return {
             "loss_cls": (ce * w).sum() / norm,
             "loss_box_reg": (reg * w[fg_idx]).sum() / norm,

@@ -20,6 +20,8 @@ from torchvision.ops import batched_nms, box_iou, remove_small_boxes
 from detlab.modeling.box_coding import BoxCoder, Matcher, subsample_labels
 from detlab.modeling.heads.anchors import AnchorGenerator
 from detlab.modeling.heads.build import PROPOSAL_GENERATOR_REGISTRY
+from detlab.modeling.heads.dense_outputs import per_anchor
+from detlab.modeling.losses.box_losses import smooth_l1
 from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
 from detlab.utils.registry import instantiate
@@ -98,9 +100,7 @@ class RPN(nn.Module):
             t = F.relu(self.conv(x))
             b = x.shape[0]
             logits.append(self.objectness_logits(t).permute(0, 2, 3, 1).reshape(b, -1))
-            d = self.anchor_deltas(t)
-            h, w = d.shape[-2:]
-            deltas.append(d.view(b, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, 4))
+            deltas.append(per_anchor(self.anchor_deltas(t), 4))
         return logits, deltas
 
     def forward(
@@ -143,7 +143,7 @@ class RPN(nn.Module):
             cls_terms.append((bce * w).sum())
             if pos.numel():
                 gt = self.box_coder.encode(all_anchors[pos], t.boxes[idx[pos]])
-                loc = _smooth_l1(deltas[i, pos], gt, self.smooth_l1_beta).sum(1)
+                loc = smooth_l1(deltas[i, pos], gt, self.smooth_l1_beta).sum(1)
                 loc_terms.append((loc * w[: pos.numel()]).sum())
             norms.append(w.sum() if self._by_weight else float(sampled.numel()))
         norm = torch.as_tensor(sum(norms), dtype=logits.dtype).clamp(min=1.0)
@@ -201,9 +201,3 @@ class RPN(nn.Module):
                 Instances((h, w), proposal_boxes=boxes[keep], objectness_logits=scores[keep])
             )
         return out
-
-
-def _smooth_l1(x: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
-    if beta < 1e-5:
-        return (x - y).abs()
-    return F.smooth_l1_loss(x, y, beta=beta, reduction="none")

@@ -4,5 +4,13 @@ from detlab.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model
 from detlab.modeling.meta_arch.fcos import FCOS
 from detlab.modeling.meta_arch.one_stage import OneStageDetector
 from detlab.modeling.meta_arch.rcnn import FasterRCNN
+from detlab.modeling.meta_arch.retinanet import RetinaNet
 
-__all__ = ["FCOS", "META_ARCH_REGISTRY", "FasterRCNN", "OneStageDetector", "build_model"]
+__all__ = [
+    "FCOS",
+    "META_ARCH_REGISTRY",
+    "FasterRCNN",
+    "OneStageDetector",
+    "RetinaNet",
+    "build_model",
+]

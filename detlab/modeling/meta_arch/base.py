@@ -16,7 +16,7 @@ from torch import nn
 from detlab.structures import Instances
 from detlab.utils.errors import UserError
 
-__all__ = ["Detector", "detector_base_config", "select_features"]
+__all__ = ["Detector", "detector_base_config", "nonempty", "select_features"]
 
 
 def select_features(available: dict, names: Any, key: str) -> list[str]:
@@ -157,7 +157,8 @@ class Detector(nn.Module):
         batched_inputs: list[dict[str, Any]],
         sizes: list[tuple[int, int]],
     ) -> list[dict[str, Instances]]:
-        """Rescale boxes from the network input (h, w) to the original (height, width)."""
+        """Rescale boxes from the network input (h, w) to the original (height, width), and
+        drop boxes of zero width or height (clipped away entirely), as Detectron2 does."""
         out = []
         for res, x, (h, w) in zip(results, batched_inputs, sizes, strict=True):
             height, width = int(x.get("height", h)), int(x.get("width", w))
@@ -166,11 +167,17 @@ class Detector(nn.Module):
             boxes[:, 1::2] *= height / h
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-            out.append(
-                {
-                    "instances": Instances(
-                        (height, width), boxes=boxes, scores=res.scores, classes=res.classes
-                    )
-                }
+            keep = nonempty(boxes)
+            inst = Instances(
+                (height, width),
+                boxes=boxes[keep],
+                scores=res.scores[keep],
+                classes=res.classes[keep],
             )
+            out.append({"instances": inst})
         return out
+
+
+def nonempty(boxes: torch.Tensor) -> torch.Tensor:
+    """Mask of XYXY boxes with positive width and height."""
+    return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])

@@ -6,8 +6,9 @@ those maps come from the backbone's ``output_shape()`` (``in_strides``); a backb
 declared strides differ from the ones a stage stands for is refused in one sentence, so a
 neck never reads a map at the wrong stride. A top block adds P6 (``"P6"``,
 a stride-2 3×3 conv on the top output; ``"P6pool"``, a parameter-free stride-2 subsampling
-as Faster R-CNN FPNs use) or P6 and P7 (``"P6P7"``, P7 from ReLU(P6)). Output levels are keyed
-``p{log2(stride)}``.
+as Faster R-CNN FPNs use) or P6 and P7 (``"P6P7"``, P7 from ReLU(P6); ``"P6P7C5"``, the same
+with P6 computed from the coarsest backbone stage read, C5, as RetinaNet does). Output levels
+are keyed ``p{log2(stride)}``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from detlab.utils.errors import UserError
 
 __all__ = ["FPN", "PAFPN"]
 
-TOP_BLOCKS = {"none": 0, "": 0, "P6": 1, "P6P7": 2, "P6pool": 1}
+TOP_BLOCKS = {"none": 0, "": 0, "P6": 1, "P6P7": 2, "P6P7C5": 2, "P6pool": 1}
 
 
 def _conv(cin: int, cout: int, k: int, stride: int, norm: str) -> nn.Module:
@@ -44,7 +45,7 @@ class FPN(nn.Module):
         in_channels: channels of each backbone stage in ``in_stages`` order.
         in_stages: backbone stages (1..4) to read, ascending, e.g. ``(2, 3, 4)``.
         out_channels: channels of every output level.
-        top_block: ``"none" | "P6" | "P6P7" | "P6pool"``: extra coarser levels.
+        top_block: ``"none" | "P6" | "P6P7" | "P6P7C5" | "P6pool"``: extra coarser levels.
         norm: norm after each conv (``""`` for none, ``"GN"``, ``"BN"``).
         in_strides: strides of the backbone maps it is given (from the backbone's
             ``output_shape()``), in ``in_stages`` order; None = the strides the stages stand
@@ -68,7 +69,9 @@ class FPN(nn.Module):
                 "e.g. (2, 3, 4) or (1, 2, 3, 4)."
             )
         if top_block not in TOP_BLOCKS:
-            raise UserError(f"MODEL.FPN.TOP_BLOCK is '{top_block}'; use none, P6, P6P7 or P6pool.")
+            raise UserError(
+                f"MODEL.FPN.TOP_BLOCK is '{top_block}'; use none, P6, P6P7, P6P7C5 or P6pool."
+            )
         if len(in_channels) != len(stages):
             raise ValueError("in_channels and in_stages must have the same length")
         expected = [2 ** (s + 1) for s in stages]
@@ -87,9 +90,11 @@ class FPN(nn.Module):
         self.output = nn.ModuleList(_conv(out_channels, out_channels, 3, 1, norm) for _ in stages)
         self.num_top = TOP_BLOCKS[top_block]
         self.top_pool = top_block == "P6pool"
+        self.top_from_backbone = top_block == "P6P7C5"
+        top_in = [in_channels[-1] if self.top_from_backbone else out_channels, out_channels]
         self.top = nn.ModuleList(
-            _conv(out_channels, out_channels, 3, 2, "")
-            for _ in range(0 if self.top_pool else self.num_top)
+            _conv(top_in[i], out_channels, 3, 2, "")
+            for i in range(0 if self.top_pool else self.num_top)
         )
         strides = list(given)
         strides += [strides[-1] * 2 ** (i + 1) for i in range(self.num_top)]
@@ -128,8 +133,10 @@ class FPN(nn.Module):
             outs.insert(0, self.output[i](prev))
         return outs
 
-    def _add_top(self, outs: list[torch.Tensor]) -> list[torch.Tensor]:
-        x = outs[-1]
+    def _add_top(
+        self, outs: list[torch.Tensor], features: dict[str, torch.Tensor]
+    ) -> list[torch.Tensor]:
+        x = features[self.in_features[-1]] if self.top_from_backbone else outs[-1]
         if self.top_pool:
             outs.append(F.max_pool2d(x, kernel_size=1, stride=2))
         for i, conv in enumerate(self.top):
@@ -139,7 +146,7 @@ class FPN(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Backbone stage dict → ``{"p3": B×C×H/8×W/8, ...}`` (finest first)."""
-        outs = self._add_top(self._top_down(features))
+        outs = self._add_top(self._top_down(features), features)
         return dict(zip(self.output_shape(), outs, strict=True))
 
 
@@ -172,7 +179,7 @@ class PAFPN(FPN):
             if down.shape[-2:] != ps[i].shape[-2:]:
                 down = F.interpolate(down, size=ps[i].shape[-2:], mode="nearest")
             outs.append(F.relu(self.fuse[i - 1](ps[i] + down)))
-        outs = self._add_top(outs)
+        outs = self._add_top(outs, features)
         return dict(zip(self.output_shape(), outs, strict=True))
 
 
