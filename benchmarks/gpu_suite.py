@@ -54,7 +54,7 @@ AMPS = ("", " fp16", " bf16")
 
 def _settings(args) -> dict:
     if args.quick:
-        return {"batch": 1, "size": (128, 160), "warmup": 0, "iters": 1, "infer_iters": 1}
+        return {"batch": 1, "size": (96, 128), "warmup": 0, "iters": 1, "infer_iters": 1}
     return {"batch": 8, "size": (800, 1333), "warmup": 2, "iters": 5, "infer_iters": 5}
 
 
@@ -63,7 +63,7 @@ def run_train(args, s: dict) -> dict:
     variants = [b + a for b in BASES for a in AMPS]
     for arch in args.arch:
         inputs = make_inputs(s["batch"], s["size"])
-        steps = build_steps(arch, variants, inputs, device=args.device)
+        steps, failed = _working(build_steps(arch, variants, inputs, device=args.device), args)
         wall, _, peak = time_interleaved(steps, s["warmup"], s["iters"], args.device)
         out[arch] = {
             v: {
@@ -73,9 +73,29 @@ def run_train(args, s: dict) -> dict:
             }
             for v in steps
         }
+        out[arch].update({v: {"error": e} for v, e in failed.items()})
         del steps
         _free(args.device)
     return out
+
+
+def _working(fns: dict, args) -> tuple[dict, dict[str, str]]:
+    """Run each once (the first warm-up); keep those that work, note why the others failed.
+
+    A variant that runs out of GPU memory, or a peer whose build lacks an op on this device,
+    is reported with the error's first line instead of ending the suite.
+    """
+    ok, failed = {}, {}
+    for name, fn in fns.items():
+        try:
+            fn()
+        except (RuntimeError, NotImplementedError, AssertionError) as e:  # OOM: RuntimeError
+            failed[name] = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            print(f"  {name}: skipped ({failed[name]})", flush=True)
+            _free(args.device)
+        else:
+            ok[name] = fn
+    return ok, failed
 
 
 def _free(device: str) -> None:
@@ -116,11 +136,12 @@ def run_inference(args, s: dict) -> dict:
     out: dict = {}
     for arch in args.arch:
         inputs = make_inputs(s["batch"], s["size"])
-        fns = _inference_fns(arch, inputs, args.device)
-        wall, _, _ = time_interleaved(fns, max(s["warmup"], 1), s["infer_iters"], args.device)
+        fns, failed = _working(_inference_fns(arch, inputs, args.device), args)
+        wall, _, _ = time_interleaved(fns, s["warmup"], s["infer_iters"], args.device)
         out[arch] = {
             k: {"images_per_s": s["batch"] / statistics.median(v)} for k, v in wall.items()
         }
+        out[arch].update({k: {"error": e} for k, e in failed.items()})
         del fns
         _free(args.device)
     return out
@@ -157,7 +178,7 @@ def run_data(args, s: dict, train: dict) -> dict:
     cfg.DATALOADER.NUM_WORKERS = args.workers
     cfg.SEED = 0
     if args.quick:
-        cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (128,), 160
+        cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (96,), 128
     else:
         cfg.INPUT.MIN_SIZE_TRAIN = (640, 672, 704, 736, 768, 800)
     n_batches = 3 if args.quick else 40
@@ -178,7 +199,11 @@ def run_data(args, s: dict, train: dict) -> dict:
             torch.cuda.synchronize(args.device)
         rate = images / (time.perf_counter() - t)
     out = {"images_per_s": rate, "workers": args.workers}
-    need = [train[a]["detlab"]["images_per_s"] for a in train if "detlab" in train[a]]
+    need = [
+        train[a]["detlab"]["images_per_s"]
+        for a in train
+        if "images_per_s" in train[a].get("detlab", {})
+    ]
     if need:
         out["fastest_detlab_fp32_step_images_per_s"] = max(need)
         out["keeps_up"] = rate >= max(need)
@@ -195,6 +220,9 @@ def render(report: dict) -> str:
         f"{m.get('detectron2') or 'not installed'}; `{m['argv']}`.",
     ]
     s = report["settings"]
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in report.get("section_s", {}).items())
+    if times:
+        lines[0] += f" Section times: {times}."
     for arch, res in report.get("train", {}).items():
         lines += [
             "",
@@ -204,11 +232,19 @@ def render(report: dict) -> str:
             "|---|---|---|---|",
         ]
         for v, r in res.items():
+            if "error" in r:
+                lines.append(f"| {v} | failed: {r['error']} | | |")
+                continue
             mem = "" if r["peak_mem_gb"] is None else f"{r['peak_mem_gb']:.2f}"
             lines.append(f"| {v} | {r['step_s']:.3f} | {r['images_per_s']:.1f} | {mem} |")
     for arch, res in report.get("inference", {}).items():
         lines += ["", f"**Inference, {arch}**", "", "| model | images/s |", "|---|---|"]
-        lines += [f"| {k} | {r['images_per_s']:.1f} |" for k, r in res.items()]
+        lines += [
+            f"| {k} | {r['images_per_s']:.1f} |"
+            if "error" not in r
+            else f"| {k} | failed: {r['error']} |"
+            for k, r in res.items()
+        ]
     if "data" in report:
         d = report["data"]
         keeps = d.get("keeps_up")
@@ -225,6 +261,12 @@ def render(report: dict) -> str:
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _save(report: dict, path: str) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report, indent=2))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -248,18 +290,21 @@ def main(argv: list[str] | None = None) -> dict:
     s = _settings(args)
     report: dict = {"args": vars(args), "settings": s, "machine": describe_machine(args.device)}
     print(f"{report['machine']['date']}: {report['machine'].get('gpu', args.device)}", flush=True)
-    if "train" in args.sections:
-        report["train"] = run_train(args, s)
-    if "inference" in args.sections:
-        report["inference"] = run_inference(args, s)
-    if "data" in args.sections:
-        report["data"] = run_data(args, s, report.get("train", {}))
+    sections = {
+        "train": lambda: run_train(args, s),
+        "inference": lambda: run_inference(args, s),
+        "data": lambda: run_data(args, s, report.get("train", {})),
+    }
+    for name, run in sections.items():
+        if name in args.sections:
+            t = time.perf_counter()
+            report[name] = run()
+            report.setdefault("section_s", {})[name] = time.perf_counter() - t
+            _save(report, args.json)  # what finished survives a later failure or time-out
     report["load_average_after"] = describe_machine(args.device)["load_average"]
+    _save(report, args.json)
     text = render(report)
     print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
     if args.out:
         Path(args.out).write_text(text)
     return report

@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-__all__ = ["ARCH_TITLES", "aggregate", "render", "main"]
+__all__ = ["ARCH_TITLES", "aggregate", "aggregate_light", "main", "render"]
 
 ARCH_TITLES = {
     "fcos": "FCOS-R50-FPN (P3–P7, 4-conv GN towers)",
@@ -61,6 +61,21 @@ def aggregate(runs: list[dict]) -> dict:
     return out
 
 
+def aggregate_light(runs: list[dict]) -> dict:
+    """``{config: {"wall": spread, "cpu": spread}}`` of ``train_step.py --light`` runs."""
+    if not all("light" in r["results"] for r in runs):
+        return {}
+    res = [r["results"]["light"] for r in runs]
+    names = [n for n in res[0] if all(n in r for r in res)]
+    return {
+        n: {
+            "wall": _spread([r[n]["wall_median_s"] for r in res]),
+            "cpu": _spread([r[n]["cpu_median_s"] for r in res]),
+        }
+        for n in names
+    }
+
+
 def _fmt(s: dict[str, float], digits: int) -> str:
     return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
 
@@ -84,8 +99,12 @@ def _header(runs: list[dict]) -> list[str]:
         f"- Builds: torch {m['torch']}, torchvision {m['torchvision']}, Detectron2 {d2}, "
         f"oneDNN {m.get('onednn')}, Python {m['python']}.",
         f"- Load average (1 min) before → after each run: {loads}.",
-        f"- Batch {args.get('batch')}, {args.get('size')}×{args.get('size')}, "
-        f"{args.get('iters')} timed rounds after {args.get('warmup')} warm-up per run; each "
+        (
+            "- Light FCOS configurations, "
+            if args.get("light")
+            else f"- Batch {args.get('batch')}, {args.get('size')}×{args.get('size')}, "
+        )
+        + f"{args.get('iters')} timed rounds after {args.get('warmup')} warm-up per run; each "
         "figure is the median of the runs' medians, the range in brackets is the smallest and "
         "largest run.",
     ]
@@ -110,6 +129,12 @@ def render(runs: list[dict]) -> str:
             lines += ["", "| ratio | wall | CPU |", "|---|---|---|"]
             for k, r in other.items():
                 lines.append(f"| {k} | {_fmt(r['wall'], 2)} | {_fmt(r['cpu'], 2)} |")
+    light = aggregate_light(runs)
+    if light:
+        lines += ["", "**Light FCOS** (batch 8, 256×256, one channel)", ""]
+        lines += ["| configuration | wall s/iter | CPU s/iter |", "|---|---|---|"]
+        for n, r in light.items():
+            lines.append(f"| {n} | {_fmt(r['wall'], 3)} | {_fmt(r['cpu'], 3)} |")
     return "\n".join(lines) + "\n"
 
 
