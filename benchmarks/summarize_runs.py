@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -80,6 +81,12 @@ def _fmt(s: dict[str, float], digits: int) -> str:
     return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
 
 
+def _command(argv: str) -> str:
+    """The run's command line without its own ``--json FILE`` (which differs per run)."""
+    argv = re.sub(r"\S*/(benchmarks/\w+\.py)", r"\1", argv)  # as run from the repository
+    return re.sub(r" --json \S+", "", argv)
+
+
 def _header(runs: list[dict]) -> list[str]:
     m = runs[0]["machine"]
     dates = sorted(r["machine"]["date"] for r in runs)
@@ -92,10 +99,10 @@ def _header(runs: list[dict]) -> list[str]:
     args = runs[0]["args"]
     return [
         f"Measured {dates[0]} – {runs[-1].get('finished', dates[-1])}, {len(runs)} separate runs "
-        f"of `{m['argv']}`.",
+        f"of `{_command(m['argv'])}`.",
         "",
         f"- Machine: {m['host_cpu']}, {m['cpu_count']} CPUs ({flags}); "
-        f"{args.get('threads')} intra-op threads.",
+        f"intra-op threads: {args.get('threads')}.",
         f"- Builds: torch {m['torch']}, torchvision {m['torchvision']}, Detectron2 {d2}, "
         f"oneDNN {m.get('onednn')}, Python {m['python']}.",
         f"- Load average (1 min) before → after each run: {loads}.",
@@ -104,7 +111,7 @@ def _header(runs: list[dict]) -> list[str]:
             if args.get("light")
             else f"- Batch {args.get('batch')}, {args.get('size')}×{args.get('size')}, "
         )
-        + f"{args.get('iters')} timed rounds after {args.get('warmup')} warm-up per run; each "
+        + f"timed rounds per run: {args.get('iters')} after {args.get('warmup')} warm-up; each "
         "figure is the median of the runs' medians, the range in brackets is the smallest and "
         "largest run.",
     ]

@@ -41,7 +41,7 @@ def _run_json(step_wall: dict, ratios: dict, load: float, date: str) -> dict:
             "torchvision": "0.x",
             "onednn": "3.x",
             "detectron2": None,
-            "argv": "python train_step.py --iters 3",
+            "argv": f"python /somewhere/benchmarks/train_step.py --json run{load}.json --iters 3",
         },
         "load_average_after": [load + 1, 1.0, 1.0],
         "finished": date,
@@ -77,7 +77,7 @@ def test_summary_is_the_median_over_runs_with_its_spread(bench):
     assert ratio["wall"]["median"] == statistics.median(ratios)
     assert ratio["cpu"]["max"] == pytest.approx(max(ratios) + 0.01)
     text = summarize.render(runs)
-    assert "3 separate runs" in text
+    assert "3 separate runs of `python benchmarks/train_step.py --iters 3`" in text
     assert "0 → 1" in text and "2 → 3" in text  # every run's load before → after
     row = next(line for line in text.splitlines() if line.startswith("| detlab |"))
     assert "3.00 (2.00–9.00)" in row and "0.90 (0.80–1.40)" in row
