@@ -160,8 +160,8 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlign"
     # RoIAlign implementation: "auto" = one sparse bilinear-weight product over channels-last
     # features on CPU (10-14x less CPU time than torchvision's CPU kernel forward + backward
-    # in benchmarks/roi_align_speed.py; same values up to float rounding), torchvision's kernel on other devices; "torchvision" =
-    # torchvision's roi_align everywhere.
+    # in benchmarks/roi_align_speed.py; same values up to float rounding), torchvision's
+    # kernel on other devices; "torchvision" = torchvision's roi_align everywhere.
     cfg.MODEL.ROI_BOX_HEAD.POOLER_KERNEL = "auto"
     cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 0  # conv layers before the FC layers of the box head
     cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 256  # channels of those conv layers
