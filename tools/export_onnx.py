@@ -4,7 +4,7 @@
 python tools/export_onnx.py --config-file CFG.yaml MODEL.WEIGHTS out/model_final.pth \
     --output model.onnx
 
-Both FCOS and FasterRCNN. The ONNX model takes one image 1xCxHxW float32 on the 0..255 scale
+YOLO, FCOS and FasterRCNN. The ONNX model takes one image 1xCxHxW float32 on the 0..255 scale
 (after the test-time resize) and returns boxes (XYXY, input pixels), scores and classes.
 onnxruntime checks that detections match eager PyTorch on test images (boxes within
 --box-tol px, scores within --score-tol, same classes) and both are timed.

@@ -5,6 +5,7 @@
 >>> cfg.merge_from_list(["SOLVER.BASE_LR", "0.001", "SOLVER.MAX_ITER=100"])
 """
 
+from detlab.config.checks import check_config
 from detlab.config.config import (
     CfgNode,
     get_cfg,
@@ -19,6 +20,7 @@ from detlab.utils.errors import ConfigError
 __all__ = [
     "CfgNode",
     "ConfigError",
+    "check_config",
     "get_cfg",
     "load_config",
     "load_yaml_with_base",

@@ -166,12 +166,16 @@ def _default_config() -> CfgNode:
 
 
 def load_config(config_file: str | None, opts: Sequence[str] = (), freeze: bool = True) -> CfgNode:
-    """``get_cfg()`` + file + overrides, optionally frozen: what every tool starts from."""
+    """``get_cfg()`` + file + overrides, values checked (:mod:`detlab.config.checks`),
+    optionally frozen: what every tool starts from."""
+    from detlab.config.checks import check_config
+
     cfg = get_cfg()
     if config_file:
         cfg.merge_from_file(config_file)
     if opts:
         cfg.merge_from_list(list(opts))
+    check_config(cfg)
     if freeze:
         cfg.freeze()
     return cfg
@@ -449,10 +453,24 @@ def _coerce(key: str, old: Any, new: Any, where: str) -> Any:
     raise ConfigError(f"{key}{where} expects {_type_name(old)}, got {new!r}.")
 
 
+def _element_template(seq: list | tuple) -> Any:
+    """The item all of ``seq``'s items are like: its first, or a float where ints and floats
+    mix (``(0, 1.5)`` is a list of floats); None if empty or otherwise mixed."""
+    if not len(seq):
+        return None
+    first = seq[0]
+    if isinstance(first, (list, tuple)):
+        return first
+    kinds = {type(e) for e in seq}
+    if kinds == {int, float}:
+        return float(first)
+    return first if len(kinds) == 1 else None
+
+
 def _coerce_sequence(key: str, old: list | tuple, new: list | tuple, where: str) -> list | tuple:
-    """``new`` in ``old``'s sequence type; items follow the type of ``old``'s first item
+    """``new`` in ``old``'s sequence type; items follow the type of ``old``'s items
     (numbers stay numbers, text stays text, nested sequences recurse)."""
-    template = old[0] if len(old) else None
+    template = _element_template(old)
     items = list(new)
     if isinstance(template, (list, tuple)):
         items = [

@@ -10,8 +10,10 @@ non-negative, else the ``seed`` argument, else ``torch.initial_seed()`` (set it 
 Robustness: an unreadable image (or a mapper error on one image) is skipped, warned once and
 replaced by another image drawn from the same seeded stream; ``loader.stats()`` returns the
 running counts ``skipped_images``, ``dropped_boxes``, ``clipped_boxes`` (the trainer logs them
-as ``data/<key>``). If worker processes die, the loader warns and continues in-process at the
-same batch.
+as ``data/<key>``). If a worker process dies (killed by the OOM killer, a crash), the loader
+warns, counts it (``worker_failures``) and starts fresh workers at the same batch; after
+``MAX_WORKER_RESTARTS`` restarts it continues in-process. A worker's death never surfaces as
+an exception elsewhere in the training step (see :mod:`detlab.data.worker_watch`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from detlab.data import counters
+from detlab.data import counters, worker_watch
 from detlab.data.catalog import DatasetCatalog, MetadataCatalog
 from detlab.data.datasets.quirks import check_unique_images, load_counters
 from detlab.data.datasets.register import register_from_config
 from detlab.data.mappers.build import MAPPER_REGISTRY, check_mapper
+from detlab.data.mappers.mosaic import MosaicMapper
 from detlab.data.samplers import (
     GroupedBatchStream,
     InferenceSampler,
@@ -40,6 +43,7 @@ from detlab.data.samplers import (
     repeat_factors_from_category_frequency,
 )
 from detlab.utils.errors import UserError
+from detlab.utils.registry import instantiate
 
 __all__ = [
     "TestDataLoader",
@@ -53,6 +57,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 64  # consecutive unusable images before giving up on a dataset
 WORKER_TIMEOUT = 600.0  # seconds without a batch from the workers before loading in-process
+MAX_WORKER_RESTARTS = 3  # fresh worker pools after deaths, then in-process loading
 _WORKER_DEATH = (ConnectionError, BrokenPipeError, EOFError)
 
 
@@ -101,18 +106,30 @@ def build_mapper(cfg: Any, is_train: bool) -> Callable:
 
 
 class _PositionDataset(Dataset):
-    """Map-style view: key ``(position, index)`` → ``(mapped dict, counts)``."""
+    """Map-style view: key ``(position, index[, late])`` → ``(mapped dict, counts)``; ``late``
+    picks ``late_mapper`` (the closed mosaic pipeline) instead of ``mapper``."""
 
-    def __init__(self, dicts: list[dict], mapper: Callable, seed: int, random_fallback: bool):
+    def __init__(
+        self,
+        dicts: list[dict],
+        mapper: Callable,
+        seed: int,
+        random_fallback: bool,
+        late_mapper: Callable | None = None,
+    ):
         check_mapper(mapper)
+        if late_mapper is not None:
+            check_mapper(late_mapper)
         self.dicts, self.mapper, self.seed = dicts, mapper, seed
         self.random_fallback = random_fallback
+        self.late_mapper = mapper if late_mapper is None else late_mapper
 
     def __len__(self) -> int:
         return len(self.dicts)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[dict | None, dict]:
-        position, index = key
+    def __getitem__(self, key: tuple) -> tuple[dict | None, dict]:
+        position, index, *late = key
+        mapper = self.late_mapper if late and late[0] else self.mapper
         total: Counter = Counter()
         for attempt in range(MAX_ATTEMPTS):
             rng = np.random.default_rng([self.seed, position, attempt])
@@ -123,7 +140,7 @@ class _PositionDataset(Dataset):
             d = self.dicts[index]
             with counters.collect() as counts:
                 try:
-                    out = self.mapper(d, rng)
+                    out = mapper(d, rng)
                 except UserError:
                     raise
                 except Exception as err:  # bad data must not end a run
@@ -193,11 +210,13 @@ class _Loader:
             batches = iter(loader)  # starts the worker processes
         finally:
             cv2.setNumThreads(cv_threads)
-        yield from batches
+        worker_watch.install()
+        yield from worker_watch.WatchedIterator(batches)
 
     def _run(self, make_keys: Callable[[int], Iterator[list]], start: int) -> Iterator[list]:
         done = start
         workers = self.num_workers
+        restarts = 0
         while True:
             try:
                 for raw in self._batches_from(make_keys(done), workers):
@@ -218,14 +237,27 @@ class _Loader:
                 worker_death = worker_death or "timed out" in text
                 if workers <= 0 or not worker_death:
                     raise
-                logger.warning(
-                    "DataLoader worker processes failed (%s); continuing with in-process "
-                    "loading at batch %d (set DATALOADER.NUM_WORKERS 0 to silence this).",
-                    str(err).splitlines()[0] if str(err) else type(err).__name__,
-                    done,
-                )
+                what = str(err).splitlines()[0] if str(err) else type(err).__name__
                 self._stats["worker_failures"] += 1
                 counters.add_to_totals({"worker_failures": 1})
+                restarts += 1
+                if restarts <= MAX_WORKER_RESTARTS:
+                    logger.warning(
+                        "DataLoader worker processes failed (%s); starting %d fresh workers at "
+                        "batch %d (restart %d of %d).",
+                        what,
+                        workers,
+                        done,
+                        restarts,
+                        MAX_WORKER_RESTARTS,
+                    )
+                    continue
+                logger.warning(
+                    "DataLoader worker processes failed again (%s); continuing with in-process "
+                    "loading at batch %d (set DATALOADER.NUM_WORKERS 0 to silence this).",
+                    what,
+                    done,
+                )
                 workers = 0
 
 
@@ -245,15 +277,28 @@ class TrainDataLoader(_Loader):
         num_workers: int = 0,
         start_iter: int = 0,
         base_stats: dict | None = None,
+        late_mapper: Callable | None = None,
+        late_from: int | None = None,
     ) -> None:
-        super().__init__(
-            _PositionDataset(dataset_dicts, mapper, seed, True), num_workers, base_stats or {}
-        )
+        """``late_mapper`` (if given) maps the images of loader batches ``late_from`` and later
+        (e.g. the mosaic pipeline closed for the last iterations): a function of the batch
+        index, so a loader started at any ``start_iter`` switches at the same batch."""
+        dataset = _PositionDataset(dataset_dicts, mapper, seed, True, late_mapper)
+        super().__init__(dataset, num_workers, base_stats or {})
         self.batch_stream, self.seed, self.start_iter = batch_stream, seed, int(start_iter)
         self.batch_size = batch_stream.batch_size
+        self.late_from = None if late_mapper is None or late_from is None else int(late_from)
+
+    def _keys(self, start: int) -> Iterator[list[tuple]]:
+        if self.late_from is None:
+            yield from self.batch_stream.iter_from(start)
+            return
+        for k, keys in enumerate(self.batch_stream.iter_from(start), start):
+            late = k >= self.late_from
+            yield [(p, i, late) for p, i in keys]
 
     def __iter__(self) -> Iterator[list[dict]]:
-        return self._run(self.batch_stream.iter_from, self.start_iter)
+        return self._run(self._keys, self.start_iter)
 
 
 class TestDataLoader(_Loader):
@@ -296,7 +341,13 @@ def build_detection_train_loader(
     dataset: list[dict] | None = None,
     seed: int | None = None,
 ) -> TrainDataLoader:
-    """Infinite train loader of ``SOLVER.IMS_PER_BATCH // world_size`` images per batch."""
+    """Infinite train loader of ``SOLVER.IMS_PER_BATCH // world_size`` images per batch.
+
+    With ``INPUT.MOSAIC.ENABLED`` the configured mapper is wrapped in a
+    :class:`~detlab.data.mappers.mosaic.MosaicMapper` over the training set (a ``mapper``
+    passed in is used as it is); with ``INPUT.MOSAIC.CLOSE_ITERS`` the batches of the last
+    iterations use its closed copy (no mosaic, no mixup), chosen by batch index.
+    """
     register_from_config(cfg)
     rank, world = _dist()
     total = int(cfg.SOLVER.IMS_PER_BATCH)
@@ -315,6 +366,7 @@ def build_detection_train_loader(
             f"The training set {list(cfg.DATASETS.TRAIN)} has no images (with boxes); check "
             "DATASETS.TRAIN and DATALOADER.FILTER_EMPTY_ANNOTATIONS."
         )
+    mapper_given = mapper
     mapper = mapper if mapper is not None else build_mapper(cfg, True)
     if cfg.SEED >= 0:
         seed = int(cfg.SEED)
@@ -331,6 +383,14 @@ def build_detection_train_loader(
             f"DATALOADER.SAMPLER_TRAIN must be TrainingSampler or RepeatFactorTrainingSampler, "
             f"got '{name}'."
         )
+    late_mapper, late_from = None, None
+    if cfg.INPUT.MOSAIC.ENABLED and mapper_given is None:
+        mapper = instantiate(MosaicMapper, cfg, mapper, dataset)
+        close = int(cfg.INPUT.MOSAIC.CLOSE_ITERS)
+        if close > 0:
+            late_mapper = mapper.closed()
+            accum = max(1, int(cfg.SOLVER.GRAD_ACCUM_STEPS))
+            late_from = max(0, int(cfg.SOLVER.MAX_ITER) - close) * accum
     groups = None
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
         groups = [int(d.get("width", 1) > d.get("height", 1)) for d in dataset]
@@ -346,6 +406,8 @@ def build_detection_train_loader(
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         start_iter=start_iter,
         base_stats=dict(base),
+        late_mapper=late_mapper,
+        late_from=late_from,
     )
 
 

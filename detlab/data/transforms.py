@@ -26,6 +26,7 @@ __all__ = [
     "build_transform",
     "choose_short_edge",
     "intensity_to_unit",
+    "letterbox_resize",
     "read_image",
     "resize_shortest_edge",
     "sar_to_unit",
@@ -174,10 +175,16 @@ def resize_shortest_edge(
     scale = short / min(h, w)
     if max_size > 0 and max(h, w) * scale > max_size:
         scale = max_size / max(h, w)
+    return _rescale(img, boxes, scale)
+
+
+def _rescale(img: np.ndarray, boxes: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resize image and N×4 boxes by ``scale`` (area interpolation only for big shrinks)."""
+    h, w = img.shape[:2]
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
     if (nh, nw) == (h, w):
         return img, boxes
-    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR  # area only for big shrinks
+    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
     out = cv2.resize(img, (nw, nh), interpolation=interp)
     if out.ndim == 2:
         out = out[:, :, None]
@@ -264,3 +271,17 @@ def apply_albumentations(
     # albumentations works in normalised coordinates: snap float noise (1e-4 px) away
     new_boxes = (np.round(new_boxes * 1024.0) / 1024.0).astype(np.float32)
     return new_img, new_boxes, labels[keep]
+
+
+def letterbox_resize(
+    img: np.ndarray, boxes: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize so the longest side is ``size`` (aspect kept; ``size <= 0`` keeps the image).
+
+    The letterbox's padding is added by whoever makes the canvas: the model pads the bottom and
+    right to its size divisibility, the mosaic pipeline centres the image on a square.
+    """
+    h, w = img.shape[:2]
+    if size <= 0 or max(h, w) == size:
+        return img, boxes
+    return _rescale(img, boxes, size / max(h, w))

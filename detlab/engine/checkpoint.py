@@ -1,10 +1,15 @@
 """Atomic, finite-checked checkpoints and the RNG state they carry.
 
 A checkpoint file is written to a temporary sibling, fsynced and renamed over its name, so a
-crash mid-save leaves the previous file intact. Weights are checked finite before any save;
-non-finite weights are never written. ``last_checkpoint`` (a one-line text file naming the
-newest periodic checkpoint) is also replaced atomically. Files are read with
-``torch.load(..., weights_only=True)``.
+crash mid-save leaves the previous file intact; a full disk or a read-only folder ends in one
+sentence naming the path, the free space and the checkpoint that is still intact. Weights are
+checked finite before any save; non-finite weights are never written. ``last_checkpoint`` (a
+one-line text file naming the newest periodic checkpoint) is also replaced atomically. Files
+are read with ``torch.load(..., weights_only=True)``.
+
+Each training checkpoint records whether training was *healthy* when it was saved
+(``"health"``, see :mod:`detlab.engine.nan_guard`). The newest healthy periodic checkpoint
+is the NaN guard's rollback target and survives rotation until a newer healthy one exists.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 from torch import nn
 
 from detlab.utils.errors import UserError
-from detlab.utils.file_io import atomic_open, atomic_write_text
+from detlab.utils.file_io import OutputWriteError, atomic_open, atomic_write_text, read_torch_file
 
 __all__ = [
     "Checkpointer",
@@ -84,18 +89,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def load_checkpoint_file(path: str) -> dict[str, Any]:
     """Load a checkpoint safely; an unreadable file raises a one-sentence UserError."""
-    if not os.path.isfile(path):
-        raise UserError(f"Checkpoint {path} does not exist; check MODEL.WEIGHTS or OUTPUT_DIR.")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise UserError(
-            f"Checkpoint {path} cannot be read ({type(err).__name__}); it is truncated or "
-            "not a detlab/PyTorch checkpoint."
-        ) from None
+    data = read_torch_file(path, "Checkpoint")
     if not isinstance(data, dict):
         raise UserError(f"Checkpoint {path} does not hold a state dict; use a detlab checkpoint.")
     return data
+
+
+def _read_health(path: str) -> dict[str, Any] | None:
+    """The ``health`` record of a checkpoint file without reading its tensors (None if absent
+    or unreadable)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - an unreadable file has no health
+        return None
+    health = data.get("health") if isinstance(data, dict) else None
+    return health if isinstance(health, dict) else None
 
 
 class Checkpointer:
@@ -126,6 +134,7 @@ class Checkpointer:
         self.ema = ema
         self.max_keep = max_keep
         self.enabled = enabled  # False on non-main processes
+        self._health: dict[str, dict[str, Any] | None] = {}  # file name -> its health record
 
     # ------------------------------------------------------------------ saving
     def _state(self) -> dict[str, Any]:
@@ -147,7 +156,10 @@ class Checkpointer:
         return ok
 
     def save(self, name: str, *, tag_last: bool = False, **extra: Any) -> str | None:
-        """Write ``name.pth`` atomically; return its path, or None if weights are not finite."""
+        """Write ``name.pth`` atomically; return its path, or None if weights are not finite.
+
+        ``extra`` entries are stored alongside the state (``iteration``, ``health``, ...).
+        """
         if not self.enabled:
             return None
         path = os.path.join(self.save_dir, f"{name}.pth")
@@ -156,23 +168,83 @@ class Checkpointer:
             return None
         state = self._state()
         state.update(extra)
-        with atomic_open(path, "wb") as f:
-            torch.save(state, f)
-        if tag_last:
-            atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), f"{name}.pth\n")
+        try:
+            with atomic_open(path, "wb") as f:
+                torch.save(state, f)
+            if tag_last:
+                atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), f"{name}.pth\n")
+        except OutputWriteError as err:
+            raise self._write_error(err) from None
+        self._health[os.path.basename(path)] = extra.get("health")
         if _PERIODIC.match(os.path.basename(path)):
             self._rotate()
         logger.info(f"Saved checkpoint {path}")
         return path
 
+    def _write_error(self, err: OutputWriteError) -> OutputWriteError:
+        """``err`` with what survived: the newest checkpoint on disk and how to continue."""
+        last = self.last_checkpoint()
+        if last is None:
+            kept = "no earlier checkpoint of this run exists"
+        else:
+            kept = f"{os.path.basename(last)} is intact, so continue with --resume once fixed"
+        out = OutputWriteError(f"{str(err).rstrip('.')}; {kept}.")
+        out.errno = err.errno
+        return out
+
     def _rotate(self) -> None:
+        """Keep the newest ``max_keep`` periodic checkpoints and the newest healthy one."""
         if self.max_keep <= 0:
             return
-        for old in self.periodic_checkpoints()[: -self.max_keep]:
+        files = self.periodic_checkpoints()
+        keep_healthy = self.newest_healthy(files)
+        for old in files[: -self.max_keep]:
+            if old == keep_healthy:
+                continue
             try:
                 os.remove(old)
+                self._health.pop(os.path.basename(old), None)
             except OSError as err:
                 logger.warning(f"Could not remove old checkpoint {old}: {err}")
+
+    # ------------------------------------------------------------------ health
+    def health(self, path: str) -> dict[str, Any] | None:
+        """The ``health`` record saved in ``path`` (None for checkpoints that have none)."""
+        name = os.path.basename(path)
+        if name not in self._health:
+            self._health[name] = _read_health(path)
+        return self._health[name]
+
+    def _maybe_healthy(self, path: str) -> bool:
+        h = self.health(path)
+        return h is None or bool(h.get("healthy", False))
+
+    def newest_healthy(self, files: list[str] | None = None) -> str | None:
+        """The newest periodic checkpoint saved while training was healthy, or None.
+
+        A checkpoint written before health was recorded counts as healthy.
+        """
+        files = files if files is not None else self.periodic_checkpoints()
+        return next((p for p in reversed(files) if self._maybe_healthy(p)), None)
+
+    def rollback_target(self) -> str | None:
+        """Newest readable, finite, healthy checkpoint: periodic ones, then ``model_init``.
+
+        Finite but unhealthy checkpoints (saved while the loss climbed or steps were skipped)
+        are never returned.
+        """
+        candidates = [p for p in reversed(self.periodic_checkpoints()) if self._maybe_healthy(p)]
+        candidates.append(os.path.join(self.save_dir, "model_init.pth"))
+        for path in candidates:
+            if not os.path.isfile(path):
+                continue
+            try:
+                data = load_checkpoint_file(path)
+            except UserError:  # an unreadable file is not a rollback target
+                continue
+            if all_finite(data.get("model", {})):
+                return path
+        return None
 
     # ------------------------------------------------------------------ discovery
     def periodic_checkpoints(self) -> list[str]:
@@ -188,7 +260,34 @@ class Checkpointer:
         with open(tag, encoding="utf-8") as f:
             name = f.read().strip()
         path = os.path.join(self.save_dir, name)
-        return path if os.path.isfile(path) else None
+        return path if name and os.path.isfile(path) else None
+
+    def resume_checkpoint(self) -> str | None:
+        """The checkpoint ``--resume`` continues from: the one ``last_checkpoint`` names, or,
+        when that file is missing or unreadable, the newest readable periodic checkpoint."""
+        tag = os.path.join(self.save_dir, "last_checkpoint")
+        named = None
+        if os.path.isfile(tag):
+            with open(tag, encoding="utf-8") as f:
+                named = f.read().strip() or None
+        candidates = list(reversed(self.periodic_checkpoints()))
+        if named:
+            named_path = os.path.join(self.save_dir, named)
+            candidates = [named_path] + [p for p in candidates if p != named_path]
+        for path in candidates:
+            try:
+                load_checkpoint_file(path)
+            except UserError as err:
+                if named and path == candidates[0]:
+                    logger.warning(f"last_checkpoint names {named}, but: {err}")
+                continue
+            if named and path != candidates[0]:
+                logger.warning(
+                    f"Resuming from {os.path.basename(path)}, the newest readable checkpoint, "
+                    f"instead of {named}."
+                )
+            return path
+        return None
 
     # ------------------------------------------------------------------ loading
     def load(self, path: str, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -8,8 +8,11 @@ from typing import Any
 
 import torch
 
+from detlab.config import check_config
+from detlab.engine.run_dir import claim_output_dir
 from detlab.utils import comm
 from detlab.utils.env import collect_env_info, seed_all_rng
+from detlab.utils.errors import UserError
 from detlab.utils.file_io import atomic_write_text
 from detlab.utils.logger import setup_logger
 
@@ -28,16 +31,33 @@ def resolve_seed(cfg: Any) -> int:
 def default_setup(cfg: Any, args: Any = None) -> Any:
     """Prepare a run; returns the config with ``SEED`` resolved (frozen again if it was).
 
-    Creates ``OUTPUT_DIR``, sets up ``log.txt``, writes ``env.txt`` and the resolved
+    Claims ``OUTPUT_DIR`` (checked writable, locked against a second run, temporary files of
+    a killed save removed, and for a fresh start from the command line — ``args`` without
+    ``--resume`` or ``--eval-only`` — an earlier run's files moved aside; see
+    :mod:`detlab.engine.run_dir`), sets up ``log.txt``, writes ``env.txt`` and the resolved
     ``config.yaml`` (main process), seeds every generator with ``SEED + rank`` and applies
     ``DETERMINISTIC``/``CUDNN_BENCHMARK``.
     """
+    check_config(cfg)  # a config built in Python gets the checks load_config runs
     rank = comm.get_rank()
     out = cfg.OUTPUT_DIR
+    notes: list[str] = []
+    error: UserError | None = None
     if comm.is_main_process():
-        os.makedirs(out, exist_ok=True)
-    comm.synchronize()
+        fresh = args is not None and not getattr(args, "resume", False)
+        fresh = fresh and not getattr(args, "eval_only", False)
+        try:
+            notes = claim_output_dir(out, fresh=fresh)
+        except UserError as err:
+            error = err
+    failed = comm.broadcast_object(str(error) if error is not None else None)
+    if error is not None:
+        raise error
+    if failed:
+        raise UserError(str(failed))
     logger = setup_logger(out, rank=rank)
+    for note in notes:
+        logger.warning(note)
     seed = resolve_seed(cfg)
     frozen = cfg.is_frozen()
     cfg.defrost()

@@ -4,11 +4,14 @@ with ``--num-machines/--machine-rank/--dist-url``, or under ``torchrun`` (enviro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -72,17 +75,42 @@ def launch(
         if num_machines != 1:
             raise UserError("--dist-url auto works on one machine; pass tcp://HOST:PORT.")
         dist_url = f"tcp://127.0.0.1:{_free_port()}"
+    ctx = mp.start_processes(
+        _worker,
+        nprocs=num_gpus_per_machine,
+        args=(main_func, world, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+        daemon=False,
+        start_method="spawn",
+        join=False,
+    )
     try:
-        mp.start_processes(
-            _worker,
-            nprocs=num_gpus_per_machine,
-            args=(main_func, world, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
-            daemon=False,
-            start_method="spawn",
-        )
+        with _forward_signals(ctx.processes):  # SIGTERM/SIGUSR1 to this process reach all ranks
+            while not ctx.join():
+                pass
     except mp.ProcessExitedException as err:
         return err.exit_code if err.exit_code and err.exit_code > 0 else 1
     return 0
+
+
+@contextlib.contextmanager
+def _forward_signals(processes: list) -> Iterator[None]:
+    """Pass preemption signals on to the worker processes (they save and exit)."""
+    from detlab.engine.preemption import PREEMPTION_SIGNALS
+
+    def forward(signum: int, frame: Any) -> None:
+        for p in processes:
+            if p.is_alive():
+                with contextlib.suppress(OSError):
+                    os.kill(p.pid, signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, forward) for sig in PREEMPTION_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _worker(
@@ -103,15 +131,17 @@ def _worker(
         _backend(), init_method=dist_url, world_size=world, rank=rank, timeout=timeout
     )
     from detlab.engine.nan_guard import TrainingDivergedError
+    from detlab.engine.preemption import EXIT_PREEMPTED, TrainingPreempted
 
     try:
         main_func(*args)
-    except (UserError, TrainingDivergedError) as err:
+    except (UserError, TrainingDivergedError, TrainingPreempted) as err:
+        preempted = isinstance(err, TrainingPreempted)
         if rank == 0:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"{'stopped' if preempted else 'error'}: {err}", file=sys.stderr)
         else:
             logger.error(f"rank {rank}: {err}")
-        sys.exit(2 if isinstance(err, UserError) else 1)
+        sys.exit(EXIT_PREEMPTED if preempted else 2 if isinstance(err, UserError) else 1)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -4,9 +4,23 @@ The trainer asks :meth:`NaNGuard.record` once per iteration whether the step was
 non-finite loss term or gradient norm). The guard answers ``"ok"``, ``"skip"`` or
 ``"rollback"``: roll back after ``max_consecutive`` consecutive skips or when more than
 ``max_skip_rate`` of the last ``window`` iterations were skipped. The trainer then restores the
-newest checkpoint whose weights are finite and multiplies the LR by ``lr_backoff``; after
-``max_rollbacks`` rollbacks it stops with :class:`TrainingDivergedError`. Because every process
-passes the same (all-reduced) flag, the decision is identical on all DDP ranks.
+newest *healthy* checkpoint and multiplies the LR by ``lr_backoff``; after ``max_rollbacks``
+rollbacks it stops with :class:`TrainingDivergedError`. Because every process passes the same
+(all-reduced) flag, the decision is identical on all DDP ranks.
+
+Healthy, not only finite. The trainer also feeds every iteration's total loss to
+:meth:`NaNGuard.observe_loss`; :meth:`NaNGuard.health` judges the moment of a save. A
+checkpoint is **healthy** when
+
+1. its weights are finite (non-finite weights are never written at all),
+2. none of the last ``health_window`` iterations before it was skipped, and
+3. the median of their losses, and the last of them, are at most ``max_loss_ratio`` times the
+   *reference*: the lowest such median seen so far in the run (the pre-storm level; it needs
+   half a window of losses, and while there is none yet only rules 1 and 2 apply).
+
+So a checkpoint written while the loss climbs towards overflow, or amid skipped steps, is
+finite but not healthy: it is never a rollback target, and the newest healthy checkpoint is
+kept on disk until a newer healthy one exists (see :class:`~detlab.engine.Checkpointer`).
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +57,9 @@ class NaNGuard:
         inject_iters: Sequence[int] = (),
         inject_kind: str = "loss",
         inject_value: str = "nan",
+        health_window: int = 20,
+        max_loss_ratio: float = 10.0,
+        amp_off_after_rollback: bool = False,
     ) -> None:
         if inject_kind not in INJECT_KINDS:
             from detlab.utils.errors import ConfigError
@@ -69,6 +87,13 @@ class NaNGuard:
         self.consecutive = 0
         self.rollbacks = 0
         self.recent: collections.deque[bool] = collections.deque(maxlen=self.window)
+        self.health_window = max(1, int(health_window))
+        self.max_loss_ratio = float(max_loss_ratio)
+        self.amp_off_after_rollback = bool(amp_off_after_rollback)
+        self.amp_off = False  # set once AMP was switched off after a rollback
+        # total loss of each of the last health_window iterations; None = skipped step
+        self.losses: collections.deque[float | None] = collections.deque(maxlen=self.health_window)
+        self.loss_reference: float | None = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> dict[str, Any]:
@@ -83,6 +108,9 @@ class NaNGuard:
             "inject_iters": g.INJECT.ITERS,
             "inject_kind": g.INJECT.KIND,
             "inject_value": g.INJECT.VALUE,
+            "health_window": g.HEALTHY.WINDOW,
+            "max_loss_ratio": g.HEALTHY.MAX_LOSS_RATIO,
+            "amp_off_after_rollback": g.AMP_OFF_AFTER_ROLLBACK,
         }
 
     def injects(self, iteration: int, kind: str) -> bool:
@@ -106,13 +134,59 @@ class NaNGuard:
             return "rollback"
         return "skip"
 
+    # ------------------------------------------------------------------ health
+    def observe_loss(self, loss: float | None) -> None:
+        """Record one iteration's total loss (None or non-finite = a skipped step)."""
+        value = float(loss) if loss is not None and math.isfinite(loss) else None
+        self.losses.append(value)
+        finite = [v for v in self.losses if v is not None]
+        if len(finite) * 2 >= self.health_window and len(finite) == len(self.losses):
+            median = statistics.median(finite)
+            if self.loss_reference is None or median < self.loss_reference:
+                self.loss_reference = median
+
+    def health(self) -> dict[str, Any]:
+        """Whether training is healthy now (rules 2 and 3 of the module docstring).
+
+        ``{"healthy": bool, "reason": str, "loss_median": float | None, "loss_reference":
+        float | None, "skipped_in_window": int, "window": int}``; checkpoints carry it.
+        """
+        finite = [v for v in self.losses if v is not None]
+        skipped = len(self.losses) - len(finite)
+        median = statistics.median(finite) if finite else None
+        ref = self.loss_reference
+        reasons = []
+        if skipped:
+            reasons.append(f"{skipped} of the last {len(self.losses)} steps were skipped")
+        last = self.losses[-1] if self.losses else None
+        if ref is not None and ref > 0:
+            limit = self.max_loss_ratio * ref
+            for what, value in (("loss median", median), ("last loss", last)):
+                if value is not None and value > limit:
+                    reasons.append(
+                        f"the {what} {value:.4g} is {value / ref:.3g}x the lowest median "
+                        f"{ref:.4g} (limit {self.max_loss_ratio:g}x)"
+                    )
+        return {
+            "healthy": not reasons,
+            "reason": "; ".join(reasons) or "no skipped steps, loss at its usual level",
+            "loss_median": median,
+            "loss_reference": ref,
+            "skipped_in_window": skipped,
+            "window": len(self.losses),
+        }
+
+    # ------------------------------------------------------------------ rollback
     def start_rollback(self, last_good: str | None) -> None:
-        """Count a rollback; raise :class:`TrainingDivergedError` if none are left."""
+        """Count a rollback; raise :class:`TrainingDivergedError` if none are left.
+
+        ``last_good`` is the newest healthy checkpoint (the rollback target), or None.
+        """
         if self.rollbacks >= self.max_rollbacks or last_good is None:
             where = (
-                f"the last good checkpoint is {last_good}"
+                f"the last healthy checkpoint is {last_good}"
                 if last_good
-                else "no checkpoint with finite weights exists"
+                else "no healthy checkpoint exists"
             )
             raise TrainingDivergedError(
                 f"Training diverged: non-finite losses or gradients persisted after "
@@ -124,12 +198,24 @@ class NaNGuard:
         self.consecutive = 0
         self.recent.clear()
 
+    def restore_health(self, state: dict[str, Any]) -> None:
+        """After a rollback: the loss window and reference as they were at the target."""
+        self.losses = collections.deque(
+            (None if v is None else float(v) for v in state.get("losses", [])),
+            maxlen=self.health_window,
+        )
+        ref = state.get("loss_reference")
+        self.loss_reference = None if ref is None else float(ref)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "skipped": self.skipped,
             "consecutive": self.consecutive,
             "rollbacks": self.rollbacks,
             "recent": [bool(x) for x in self.recent],
+            "losses": list(self.losses),
+            "loss_reference": self.loss_reference,
+            "amp_off": self.amp_off,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -139,3 +225,5 @@ class NaNGuard:
         self.recent = collections.deque(
             (bool(x) for x in state.get("recent", [])), maxlen=self.window
         )
+        self.amp_off = bool(state.get("amp_off", False))
+        self.restore_health(state)

@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 from typing import Any
 
 import torch
@@ -29,21 +30,21 @@ from torch import nn
 from detlab.engine import default_hooks as H
 from detlab.engine.checkpoint import (
     Checkpointer,
-    all_finite,
     get_rng_state,
-    load_checkpoint_file,
     set_rng_state,
     unwrap_model,
 )
 from detlab.engine.ema import ModelEMA
 from detlab.engine.hooks import HOOK_REGISTRY, HookBase
 from detlab.engine.nan_guard import NaNGuard
+from detlab.engine.preemption import PreemptionHandler, TrainingPreempted, request_requeue
 from detlab.engine.preflight import parameters_without_grad, preflight_check
+from detlab.engine.run_dir import release_output_dir, trim_metrics
 from detlab.engine.train_step import TrainStep
 from detlab.solver import build_lr_scheduler, build_optimizer
 from detlab.utils import comm
 from detlab.utils.events import EventStorage, get_event_storage
-from detlab.utils.file_io import atomic_write_text
+from detlab.utils.file_io import atomic_write_text, read_json_object
 from detlab.utils.registry import instantiate
 
 __all__ = ["Trainer"]
@@ -64,6 +65,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self.last_eval: tuple[int, dict] | None = None
         self._resume_rng: Any = None
+        self._train_loader: Any = None
         register_datasets(cfg)
 
         model = self.build_model(cfg)
@@ -205,6 +207,7 @@ class Trainer:
             },
             "clip_count": self.clip_count,
             "world_size": comm.get_world_size(),
+            "health": self.nan_guard.health(),  # see detlab.engine.nan_guard
         }
 
     def save_checkpoint(self, name: str, tag_last: bool = False) -> str | None:
@@ -216,16 +219,20 @@ class Trainer:
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a ``last_checkpoint`` in OUTPUT_DIR, continue that run exactly
         (``MODEL.WEIGHTS`` is then ignored); otherwise load ``MODEL.WEIGHTS`` if set."""
-        path = self.checkpointer.last_checkpoint() if resume else None
+        path = self.checkpointer.resume_checkpoint() if resume else None
         if path is None:
             if resume:
                 logger.info(f"No checkpoint in {self.cfg.OUTPUT_DIR}; starting from scratch.")
+                if comm.is_main_process():  # rows of a run killed before its first checkpoint
+                    trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.jsonl"), 0)
             if self.cfg.MODEL.WEIGHTS:
                 self.load_weights(self.cfg.MODEL.WEIGHTS)
             return
         data = self.checkpointer.load(path)
         self.start_iter = int(data["iteration"]) + 1
         self.nan_guard.load_state_dict(data.get("nan_guard", {}))
+        if self.nan_guard.amp_off:
+            self.disable_amp("it was switched off after a rollback earlier in this run")
         self.clip_count = int(data.get("clip_count", 0))
         hook_state = by_hook_class(data.get("hooks", {}))
         for key, h in zip(hook_state_keys(self.hooks), self.hooks, strict=True):
@@ -236,7 +243,7 @@ class Trainer:
             self._resume_rng = rng[comm.get_rank()]
         logger.info(f"Resumed from {path}: continuing at iteration {self.start_iter}")
         if comm.is_main_process():
-            _trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.jsonl"), self.start_iter)
+            trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.jsonl"), self.start_iter)
         comm.synchronize()
 
     def load_weights(self, spec: str) -> None:
@@ -295,43 +302,54 @@ class Trainer:
         return {f"data/{k}": v for k, v in zip(DATA_COUNTERS, counts, strict=True)}
 
     def rollback(self) -> None:
-        """Restore the newest checkpoint with finite weights and back off the LR."""
-        target = self._last_good_checkpoint()
+        """Restore the newest healthy checkpoint and back off the LR (see ``nan_guard``)."""
+        target = self.checkpointer.rollback_target()
         self.nan_guard.start_rollback(target)
         assert target is not None
         data = self.checkpointer.load(target, exclude=("scheduler",))
+        self.nan_guard.restore_health(data.get("nan_guard", {}))
         self.scheduler.backoff(self.nan_guard.lr_backoff)
         self.optimizer.zero_grad(set_to_none=True)
         logger.warning(
-            f"Rolled back to {os.path.basename(target)} (iteration {data.get('iteration')}) "
-            f"after repeated non-finite steps; LR multiplied by {self.nan_guard.lr_backoff} "
-            f"(now x{self.scheduler.lr_multiplier:g}); rollback {self.nan_guard.rollbacks}"
-            f"/{self.nan_guard.max_rollbacks}."
+            f"Rolled back to {os.path.basename(target)} (iteration {data.get('iteration')}), "
+            f"the newest healthy checkpoint, after repeated non-finite steps; LR multiplied by "
+            f"{self.nan_guard.lr_backoff} (now x{self.scheduler.lr_multiplier:g}); rollback "
+            f"{self.nan_guard.rollbacks}/{self.nan_guard.max_rollbacks}."
         )
-
-    def _last_good_checkpoint(self) -> str | None:
-        candidates = self.checkpointer.periodic_checkpoints()[::-1]
-        candidates.append(os.path.join(self.cfg.OUTPUT_DIR, "model_init.pth"))
-        for path in candidates:
-            if not os.path.isfile(path):
-                continue
-            try:
-                data = load_checkpoint_file(path)
-            except Exception:  # noqa: BLE001 - an unreadable file is not a rollback target
-                continue
-            if all_finite(data.get("model", {})):
-                return path
-        return None
+        if self.nan_guard.amp_off_after_rollback:
+            self.disable_amp("SOLVER.NAN_GUARD.AMP_OFF_AFTER_ROLLBACK after a rollback")
 
     def train(self) -> dict[str, Any]:
-        """Run iterations ``start_iter .. MAX_ITER-1``; return (and write) the final metrics."""
+        """Run iterations ``start_iter .. MAX_ITER-1``; return (and write) the final metrics.
+
+        SIGTERM, SIGUSR1 or SIGUSR2 end the run after the current iteration with a checkpoint
+        (:class:`~detlab.engine.preemption.TrainingPreempted`). At the end, in any way, the
+        lock on ``OUTPUT_DIR`` taken by :func:`~detlab.engine.default_setup` is released.
+        """
+        try:
+            return self._train()
+        finally:
+            release_output_dir(self.cfg.OUTPUT_DIR)
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.cfg
+        if self.start_iter >= self.max_iter:
+            if self.start_iter:
+                logger.info(
+                    f"The run in {cfg.OUTPUT_DIR} already finished (iteration {self.start_iter} "
+                    f"of {self.max_iter}); nothing to train. Raise SOLVER.MAX_ITER to train longer."
+                )
+            else:
+                logger.info("SOLVER.MAX_ITER is 0: nothing to train.")
+            self.iter = self.start_iter - 1
+            with EventStorage(self.start_iter) as self.storage:
+                return self._final_metrics()
         logger.info(f"Starting training from iteration {self.start_iter} to {self.max_iter}")
         loader = self.build_train_loader(cfg, start_iter=self.start_iter * self.accum)
         self._train_loader = loader  # its stats() become the data/* scalars
         self._data_iter = iter(loader)
         ddp = comm.get_world_size() > 1 and unwrap_model(self.model) is self.model
-        if (cfg.TRAINER.PREFLIGHT or ddp) and self.start_iter < self.max_iter:
+        if cfg.TRAINER.PREFLIGHT or ddp:
             first = next(self._data_iter)
             if cfg.TRAINER.PREFLIGHT:
                 losses = preflight_check(unwrap_model(self.model), first, len(cfg.MODEL.PIXEL_MEAN))
@@ -344,7 +362,7 @@ class Trainer:
         self.iter = self.start_iter - 1  # the last completed iteration
         if self.nan_guard.enabled and not self.checkpointer.periodic_checkpoints():
             self.save_checkpoint("model_init")  # the rollback target before the first save
-        with EventStorage(self.start_iter) as self.storage:
+        with EventStorage(self.start_iter) as self.storage, PreemptionHandler() as preempt:
             try:
                 for h in self.hooks:
                     h.before_train()
@@ -352,15 +370,63 @@ class Trainer:
                     self.iter = self.storage.iter = it
                     for h in self.hooks:
                         h.before_step()
+                    rollbacks = self.nan_guard.rollbacks
                     self.run_step()
+                    self._after_run_step(rolled_back=self.nan_guard.rollbacks != rollbacks)
                     for h in self.hooks:
                         h.after_step()
                     if self.stop_reason is not None:
                         break
-            finally:
-                for h in self.hooks:
-                    h.after_train()
-        return self._final_metrics()
+                    last = it + 1 == self.max_iter
+                    if not last and comm.all_reduce_any(preempt.signum is not None, self.device):
+                        self._stop_preempted(preempt.signum)
+            except BaseException:
+                self._after_train(failing=True)
+                raise
+            self._after_train(failing=False)
+            return self._final_metrics()
+
+    def _after_train(self, failing: bool) -> None:
+        """Hooks' ``after_train``; while an error ends the run, theirs must not replace it."""
+        for h in self.hooks:
+            if not failing:
+                h.after_train()
+                continue
+            try:
+                h.after_train()
+            except Exception as err:  # noqa: BLE001 - the original error is the one to report
+                logger.warning(f"{type(h).__name__}.after_train failed while stopping: {err}")
+
+    def _after_run_step(self, rolled_back: bool) -> None:
+        """Feed the NaN guard's health record with this iteration's total loss."""
+        total = self.storage.latest().get("total_loss")
+        if not rolled_back:  # after a rollback the window is the target's
+            self.nan_guard.observe_loss(total[0] if total and total[1] == self.iter else None)
+
+    def _stop_preempted(self, signum: int | None) -> None:
+        """Save a checkpoint after this iteration (unless one was just saved) and stop."""
+        name = f"model_{self.iter:07d}"
+        last = self.checkpointer.last_checkpoint() if comm.is_main_process() else None
+        saved = last is not None and os.path.basename(last) == f"{name}.pth"
+        if not comm.broadcast_object(saved):  # every rank takes part in the save
+            self.save_checkpoint(name, tag_last=True)
+        sig = signal.Signals(signum).name if signum else "a preemption signal (on another rank)"
+        note = request_requeue(signum) if signum and comm.is_main_process() else ""
+        raise TrainingPreempted(
+            f"Stopped by {sig} after iteration {self.iter}: saved {name}.pth in "
+            f"{self.cfg.OUTPUT_DIR}; continue with --resume" + (f" ({note})" if note else "") + ".",
+            signum or 0,
+        )
+
+    def disable_amp(self, why: str) -> None:
+        """Train in full precision from now on (the NaN guard's AMP-off fallback)."""
+        if self.train_step.amp_dtype is None:
+            return
+        self.train_step.amp_dtype = None
+        self.train_step.scaler = None
+        self.checkpointer.scaler = None
+        self.nan_guard.amp_off = True
+        logger.warning(f"Mixed precision switched off: {why}.")
 
     def _wrap_ddp(self, batch: list[dict]) -> None:
         """Wrap the model for DDP; look for unused parameters only if this batch leaves some
@@ -383,8 +449,15 @@ class Trainer:
         self.train_step.model = self.model
 
     def _final_metrics(self) -> dict[str, Any]:
+        path = os.path.join(self.cfg.OUTPUT_DIR, "final_metrics.json")
         if self.last_eval is None and len(self.cfg.DATASETS.TEST) and self.start_iter > 0:
-            self.last_eval = (self.iter, self._evaluate())  # resumed a finished run
+            # Resumed a run whose last evaluation is not in memory (it finished, or was
+            # stopped right after its last iteration): reuse its final metrics if written.
+            previous = read_json_object(path) if self.start_iter >= self.max_iter else None
+            if previous is not None:
+                logger.info(f"Final metrics of the finished run: {path}")
+                return previous
+            self.last_eval = (self.iter, self._evaluate())
         results = dict(self.last_eval[1]) if self.last_eval else {}
         best = next((h for h in self.hooks if isinstance(h, H.BestCheckpointer)), None)
         results["best_iteration"] = best.tracker.best_iter if best else None
@@ -392,7 +465,6 @@ class Trainer:
         if self.stop_reason:
             results["stop_reason"] = self.stop_reason
         if comm.is_main_process():
-            path = os.path.join(self.cfg.OUTPUT_DIR, "final_metrics.json")
             atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
             logger.info(f"Final metrics written to {path}")
         return results
@@ -449,21 +521,6 @@ def by_hook_class(state: dict[str, Any]) -> dict[str, Any]:
         seen[name] = seen.get(name, 0) + 1
         out.setdefault(name if seen[name] == 1 else f"{name}#{seen[name]}", value)
     return out
-
-
-def _trim_metrics(path: str, start_iter: int) -> None:
-    """Drop metrics.jsonl lines a killed run wrote after its last checkpoint."""
-    if not os.path.isfile(path):
-        return
-    keep = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                if json.loads(line).get("iteration", -1) < start_iter:
-                    keep.append(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by the crash
-    atomic_write_text(path, "".join(keep))
 
 
 def register_datasets(cfg: Any) -> None:

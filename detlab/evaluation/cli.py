@@ -55,7 +55,7 @@ def build_parser() -> DetlabArgumentParser:
                    help="processes for the COCO evaluation of --gt/--pred (default: 2 when "
                         "a CPU is idle)")  # fmt: skip
     o.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
-    p.add_argument("opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+    p.add_argument("opts", nargs="*", default=[], metavar="KEY VALUE",
                    help="config overrides (with --config-file)")  # fmt: skip
     return p
 

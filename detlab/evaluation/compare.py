@@ -2,9 +2,10 @@
 
 A run is a training output directory holding ``final_metrics.json`` (or an evaluation
 directory holding ``metrics.json``), or such a JSON file itself: ``{"bbox": {"AP": ..}, ..}``.
-A sweep root (``tools/sweep.sh``'s ``output_root``) stands for all its trials that have metrics:
-read from its Optuna study (``study.json``; pruned trials show their last evaluation) or its
-state file.
+A training folder without ``final_metrics.json`` (still running, stopped or killed) enters
+with its last evaluation from ``metrics.jsonl`` and status ``unfinished``. A sweep root
+(``tools/sweep.sh``'s ``output_root``) stands for all its trials that have metrics: read from
+its Optuna study (``study.json``; pruned trials show their last evaluation) or its state file.
 A baselines YAML holds reference numbers that have no run folder::
 
     baselines:
@@ -46,12 +47,41 @@ def _metrics_path(path: str) -> str:
     raise UserError(f"{path} is neither a run folder nor a metrics json file; check the path.")
 
 
+def _unfinished_run(path: str, name: str) -> dict[str, Any] | None:
+    """An entry for a training folder without final metrics: its last evaluation, if any."""
+    from detlab.monitor.status import read_metrics
+
+    log = os.path.join(path, "metrics.jsonl")
+    if not os.path.isdir(path) or not os.path.isfile(log):
+        return None
+    evals = [r for r in read_metrics(log) if any(k.startswith("bbox/") for k in r)]
+    entry: dict[str, Any] = {"name": name or os.path.basename(os.path.abspath(path))}
+    if evals:
+        last = evals[-1]
+        for key, value in last.items():
+            metric = key.removeprefix("bbox/")
+            if key.startswith("bbox/") and "/" not in metric and _is_number(value):
+                entry[metric] = float(value)
+        entry["iteration"] = int(last.get("iteration", -1))
+        entry["status"] = f"unfinished (last evaluation at iteration {entry['iteration']})"
+    else:
+        entry["status"] = "unfinished (no evaluation yet)"
+    entry["source"] = log
+    return entry
+
+
 def load_run(item: str) -> dict[str, Any]:
     """A leaderboard entry from ``PATH`` or ``NAME=PATH`` (run folder or metrics json)."""
     name, sep, path = item.partition("=")
     if not sep or os.path.exists(item):
         name, path = "", item
     path = os.path.normpath(os.path.expanduser(path))
+    if os.path.isdir(path) and not any(
+        os.path.isfile(os.path.join(path, f)) for f in METRICS_FILES
+    ):
+        unfinished = _unfinished_run(path, name)
+        if unfinished is not None:
+            return unfinished
     metrics_file = _metrics_path(path)
     data = load_json_file(metrics_file, "metrics file")
     if not isinstance(data, Mapping):

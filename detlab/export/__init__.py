@@ -10,7 +10,7 @@ from detlab.export.onnx import (
     run_onnx,
     verify_onnx,
 )
-from detlab.export.wrappers import FasterRCNNExport, FCOSExport, build_export_wrapper
+from detlab.export.wrappers import FasterRCNNExport, FCOSExport, YOLOExport, build_export_wrapper
 
 __all__ = [
     "DEFAULT_BOX_TOL",
@@ -18,6 +18,7 @@ __all__ = [
     "FCOSExport",
     "FasterRCNNExport",
     "SampleCheck",
+    "YOLOExport",
     "build_export_wrapper",
     "compare_detections",
     "export_onnx",

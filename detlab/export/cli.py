@@ -21,7 +21,7 @@ def build_parser() -> DetlabArgumentParser:
     from detlab.export.onnx import DEFAULT_BOX_TOL, DEFAULT_SCORE_TOL
 
     p = DetlabArgumentParser(
-        description="Export a detector (FCOS or FasterRCNN) to ONNX with NMS in the graph, "
+        description="Export a detector (YOLO, FCOS or FasterRCNN) to ONNX with NMS in the graph, "
         "verify it against PyTorch with onnxruntime and print the latency of both.",
         epilog="Config overrides (KEY VALUE) may appear anywhere: MODEL.WEIGHTS out/model.pth",
     )

@@ -10,7 +10,10 @@ Verification: each sample image runs through the eager detector and the ONNX mod
 are matched one to one (same class, every box coordinate within ``box_tol`` pixels, score within
 ``score_tol``). A detection without a partner passes only if its score lies within
 ``score_tol`` of a cut-off (the score threshold, or the lowest kept score when the list is full):
-there, rounding decides which side it falls on.
+there, rounding decides which side it falls on. So does a pair of unpartnered detections, one
+from each side, of one class and equal score (within ``score_tol``) that overlap by more than
+the NMS IoU threshold: NMS keeps one of two equal-score boxes by an order neither runtime
+defines (a swap, as when sigmoid scores saturate at 1.0).
 """
 
 from __future__ import annotations
@@ -129,14 +132,19 @@ def compare_detections(
     max_detections: int,
     box_tol: float = DEFAULT_BOX_TOL,
     score_tol: float = DEFAULT_SCORE_TOL,
+    nms_thresh: float | None = None,
 ) -> dict[str, Any]:
-    """Match two (boxes, scores, classes) sets one to one; see the module docstring."""
+    """Match two (boxes, scores, classes) sets one to one; see the module docstring.
+
+    ``nms_thresh``: the detector's NMS IoU threshold; None leaves equal-score NMS swaps
+    counted as unmatched.
+    """
     eb, es, ec = (np.asarray(a) for a in eager)
     ob, os_, oc = (np.asarray(a) for a in onnx_out)
     eb, ob = eb.reshape(-1, 4), ob.reshape(-1, 4)
     used = np.zeros(len(ob), bool)
     matched, box_diff, score_diff = 0, 0.0, 0.0
-    unmatched_eager = []
+    unmatched_eager: list[int] = []
     for i in np.argsort(-es, kind="stable"):
         cand = (~used) & (oc == ec[i]) & (np.abs(os_ - es[i]) <= score_tol)
         if cand.any():
@@ -149,22 +157,62 @@ def compare_detections(
                 box_diff = max(box_diff, float(d[j]))
                 score_diff = max(score_diff, float(abs(os_[j] - es[i])))
                 continue
-        unmatched_eager.append(float(es[i]))
-    unmatched_scores = unmatched_eager + [float(s) for s in os_[~used]]
+        unmatched_eager.append(int(i))
+    unmatched_onnx = [int(j) for j in np.flatnonzero(~used)]
+    swapped = 0
+    if nms_thresh is not None:
+        swapped = _nms_swaps(
+            (eb, es, ec), (ob, os_, oc), unmatched_eager, unmatched_onnx, score_tol, nms_thresh
+        )
+    unmatched_scores = [float(es[i]) for i in unmatched_eager]
+    unmatched_scores += [float(os_[j]) for j in unmatched_onnx]
     cutoffs = [score_thresh]
     for scores in (es, os_):
         if len(scores) >= max_detections and len(scores):
             cutoffs.append(float(scores.min()))
-    borderline = sum(any(abs(s - c) <= score_tol for c in cutoffs) for s in unmatched_scores)
+    at_cutoff = sum(any(abs(s - c) <= score_tol for c in cutoffs) for s in unmatched_scores)
     return {
         "eager_detections": len(es),
         "onnx_detections": len(os_),
         "matched": matched,
         "max_box_diff": box_diff,
         "max_score_diff": score_diff,
-        "unmatched_borderline": borderline,
-        "unmatched": len(unmatched_scores) - borderline,
+        "unmatched_borderline": at_cutoff + swapped,
+        "unmatched": len(unmatched_scores) - at_cutoff,
     }
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two XYXY boxes."""
+    w = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
+    h = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
+    inter = w * h
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _nms_swaps(
+    eager: Sequence[np.ndarray],
+    onnx_out: Sequence[np.ndarray],
+    eager_left: list[int],
+    onnx_left: list[int],
+    score_tol: float,
+    nms_thresh: float,
+) -> int:
+    """Pair unpartnered eager and ONNX detections that NMS may have swapped (same class,
+    equal score, IoU above ``nms_thresh``), removing them from the two lists; returns the
+    number of detections so paired (2 per pair)."""
+    (eb, es, ec), (ob, os_, oc) = eager, onnx_out
+    paired = 0
+    for i in list(eager_left):
+        for j in onnx_left:
+            same = ec[i] == oc[j] and abs(es[i] - os_[j]) <= score_tol
+            if same and _iou(eb[i], ob[j]) > nms_thresh:
+                eager_left.remove(i)
+                onnx_left.remove(j)
+                paired += 2
+                break
+    return paired
 
 
 def measure_latency(fn: Any, repeats: int = 10, warmup: int = 2) -> float:
@@ -179,9 +227,9 @@ def measure_latency(fn: Any, repeats: int = 10, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def _limits(model: nn.Module) -> tuple[float, int]:
+def _limits(model: nn.Module) -> tuple[float, int, float]:
     head = getattr(model, "head", None) or getattr(model, "roi_heads", None)
-    return float(head.score_thresh), int(head.detections_per_image)
+    return float(head.score_thresh), int(head.detections_per_image), float(head.nms_thresh)
 
 
 def verify_onnx(
@@ -199,7 +247,7 @@ def verify_onnx(
     """
     model.eval()
     session = _session(path)
-    score_thresh, max_dets = _limits(model)
+    score_thresh, max_dets, nms_thresh = _limits(model)
     checks = []
     for img in images:
         img = img.float().cpu()
@@ -210,6 +258,7 @@ def verify_onnx(
             max_detections=max_dets,
             box_tol=box_tol,
             score_tol=score_tol,
+            nms_thresh=nms_thresh,
         )
         check = SampleCheck(height=int(img.shape[-2]), width=int(img.shape[-1]), **res)
         if repeats > 0:

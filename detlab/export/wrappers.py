@@ -1,6 +1,7 @@
 """Export-friendly views of detlab detectors: one image tensor in, detections out.
 
-``FCOSExport``, ``RetinaNetExport`` and ``FasterRCNNExport`` reuse the detector's own modules
+``FCOSExport``, ``RetinaNetExport``, ``YOLOExport`` and ``FasterRCNNExport`` reuse the
+detector's own modules
 (backbone, neck, heads, weights) and re-state only the inference glue in a form that traces
 into a graph with dynamic image size: padding, per-level top-k with a size-dependent ``k``,
 score threshold, box decoding, clipping and class-wise NMS (``torchvision.ops.batched_nms``,
@@ -24,7 +25,13 @@ from torchvision.ops import batched_nms, remove_small_boxes
 from detlab.modeling.meta_arch.base import nonempty
 from detlab.utils.errors import UserError
 
-__all__ = ["FCOSExport", "FasterRCNNExport", "RetinaNetExport", "build_export_wrapper"]
+__all__ = [
+    "FCOSExport",
+    "FasterRCNNExport",
+    "RetinaNetExport",
+    "YOLOExport",
+    "build_export_wrapper",
+]
 
 
 def _count(x: torch.Tensor) -> Any:
@@ -196,15 +203,43 @@ class FasterRCNNExport(_ExportBase):
         return b[keep], s[keep], c[keep]
 
 
-# Subclasses first: RetinaNet is a one-stage detector like FCOS.
-_WRAPPERS = {"RetinaNet": RetinaNetExport, "FCOS": FCOSExport, "FasterRCNN": FasterRCNNExport}
+class YOLOExport(_ExportBase):
+    """Traceable YOLO-family inference: one top-k over all (anchor, class) scores, threshold,
+    DFL decoding of the kept anchors, clipping, class-wise NMS."""
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from detlab.modeling.heads.yolo_head import anchor_points
+
+        model, head = self.model, self.model.head
+        x, h, w = self.preprocess(image)
+        features = model.features(x)
+        logits, bins = head.predict(features)
+        points, strides = anchor_points([f.shape[-2:] for f in features], head.strides, x.device)
+        k = head.num_classes
+        scores = logits[0].sigmoid().reshape(-1)
+        top, idx = _topk(scores, head.topk_candidates)
+        keep = top > head.score_thresh
+        top, idx = top[keep], idx[keep]
+        anchor, classes = idx // k, idx % k
+        dist = head.distances(bins[0][anchor])
+        boxes = head.decode(dist, points[anchor], strides[anchor])
+        return _nms_clipped(boxes, top, classes, head, h, w)
+
+
+_WRAPPERS = {
+    "YOLO": YOLOExport,
+    "RetinaNet": RetinaNetExport,
+    "FCOS": FCOSExport,
+    "FasterRCNN": FasterRCNNExport,
+}
 
 
 def build_export_wrapper(model: nn.Module) -> nn.Module:
-    """The export view of a detlab detector (FCOS, RetinaNet or FasterRCNN), in eval mode."""
-    for name, cls in _WRAPPERS.items():
-        if type(model).__name__ == name or any(t.__name__ == name for t in type(model).__mro__):
-            return cls(model).eval()
+    """The export view of a detlab detector (FCOS, RetinaNet, YOLO or FasterRCNN), in eval
+    mode: that of the nearest class in the model's class hierarchy."""
+    for t in type(model).__mro__:
+        if t.__name__ in _WRAPPERS:
+            return _WRAPPERS[t.__name__](model).eval()
     raise UserError(
         f"ONNX export supports the meta-architectures {sorted(_WRAPPERS)}, not "
         f"{type(model).__name__}; add an export wrapper in detlab/export/wrappers.py."

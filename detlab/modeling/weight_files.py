@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from detlab.utils.errors import UserError
+from detlab.utils.file_io import torch_load_error
 from detlab.utils.safe_pickle import UnsafePickleError, load_restricted_pickle
 
 __all__ = ["WeightsFile", "read_weights_file", "unwrap_state_dict"]
@@ -87,11 +88,7 @@ def _from_torch(path: str) -> WeightsFile:
                 raise
             except UserError:
                 pass
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"MODEL.WEIGHTS file {path} is not a readable checkpoint: it cannot be read as a "
-            f"weights-only PyTorch file ({first})."
-        ) from None
+        raise torch_load_error(path, "MODEL.WEIGHTS file", err) from None
     return WeightsFile(unwrap_state_dict(obj, f"file {path}"), "pytorch", [])
 
 

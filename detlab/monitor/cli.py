@@ -18,10 +18,11 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> DetlabArgumentParser:
     parser = DetlabArgumentParser(
         description="The state of a training run at a glance: progress, ETA, loss trend, NaN "
-        "skips, rollbacks, clip events and the last evaluation, from RUN_DIR/metrics.jsonl."
+        "skips, rollbacks, clip events, the last evaluation and whether the run is alive; with "
+        "--follow the exit status is 0 when it finished, 1 when it died or stopped."
     )
     parser.add_argument("run_dir", help="OUTPUT_DIR of a training run")
-    parser.add_argument("--follow", action="store_true", help="refresh until the run finishes")
+    parser.add_argument("--follow", action="store_true", help="refresh until the run ends")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     return parser
@@ -38,8 +39,10 @@ def _watch(args: argparse.Namespace) -> int:
         if args.follow and sys.stdout.isatty():
             print("\033[2J\033[H", end="")
         print(text, flush=True)
-        if not args.follow or status["finished"]:
+        if not args.follow:
             return 0
+        if status["state"] != "running":  # finished: 0; died or stopped: 1
+            return 0 if status["state"] == "finished" else 1
         time.sleep(args.interval)
         if not sys.stdout.isatty():
             print()

@@ -1,7 +1,11 @@
 """The state of a training run at a glance, from ``OUTPUT_DIR/metrics.jsonl`` (torch-free).
 
 Used by ``tools/watch.py`` (:mod:`detlab.monitor.cli`): progress, speed and ETA, the loss
-trend, NaN skips, rollbacks, gradient-clip events and the last evaluation.
+trend, NaN skips, rollbacks, gradient-clip events, the last evaluation, and whether the run is
+alive: ``finished`` (``final_metrics.json`` written), ``running`` (a live process holds
+``OUTPUT_DIR/run.lock``), ``died`` (the lock file remains but its process is gone: killed,
+out of memory, node lost) or ``stopped`` (ended without finishing and released the folder: an
+error, a preemption).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import os
 from typing import Any
 
 import yaml
+
+from detlab.utils.run_lock import describe_owner, lock_state, read_owner
 
 __all__ = ["format_status", "read_metrics", "summarize_run"]
 
@@ -74,6 +80,18 @@ def summarize_run(run_dir: str, trend_points: int = 8) -> dict[str, Any]:
     evals = [r for r in rows if any(k in r for k in _EVAL_KEYS)]
     final_path = os.path.join(run_dir, "final_metrics.json")
     finished = os.path.isfile(final_path)
+    lock = lock_state(run_dir)
+    if lock == "running":
+        state = "running"
+    elif finished:
+        state = "finished"
+    else:
+        state = "died" if lock == "stale" else "stopped"
+    last_ckpt = None
+    tag = os.path.join(run_dir, "last_checkpoint")
+    if os.path.isfile(tag):
+        with open(tag, encoding="utf-8") as f:
+            last_ckpt = f.read().strip() or None
     return {
         "run_dir": run_dir,
         "iteration": it,
@@ -95,6 +113,9 @@ def summarize_run(run_dir: str, trend_points: int = 8) -> dict[str, Any]:
             else None
         ),
         "finished": finished,
+        "state": state,
+        "owner": describe_owner(read_owner(run_dir)) if lock != "free" else None,
+        "last_checkpoint": last_ckpt,
     }
 
 
@@ -127,6 +148,21 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"last evaluation (iteration {ev['iteration']}): {vals}")
     else:
         lines.append("last evaluation: none yet")
-    if s["finished"]:
+    state = s.get("state", "finished" if s["finished"] else "running")
+    resume = (
+        f"last checkpoint {s['last_checkpoint']}; continue with --resume"
+        if s.get("last_checkpoint")
+        else "no checkpoint was written"
+    )
+    if state == "finished":
         lines.append("status: finished (final_metrics.json written)")
+    elif state == "running":
+        lines.append(f"status: running ({s.get('owner') or 'owner unknown'})")
+    elif state == "died":
+        lines.append(
+            f"status: DIED — the training process ({s.get('owner')}) is gone without finishing "
+            f"(killed, out of memory or its machine lost); {resume}"
+        )
+    else:
+        lines.append(f"status: stopped before the end (see log.txt); {resume}")
     return "\n".join(lines)

@@ -14,7 +14,14 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
-__all__ = ["open_log", "run_command", "start_process", "stop_process_group", "tail"]
+__all__ = [
+    "RequeueableCommand",
+    "open_log",
+    "run_command",
+    "start_process",
+    "stop_process_group",
+    "tail",
+]
 
 
 def open_log(log_path: str, cmd: Sequence[str], note: str = ""):
@@ -139,6 +146,23 @@ def run_command(
                 signal.signal(signal.SIGTERM, previous)
             stop_process_group(proc, grace_s)
     return {"returncode": int(returncode), "wall_time": time.monotonic() - start}
+
+
+class RequeueableCommand:
+    """:func:`run_command` as a submitit job that is requeued on preemption *and* on timeout.
+
+    submitit calls :meth:`checkpoint` when the job is about to end and requeues what it
+    returns: the same command. The training process got the signal too and saved a checkpoint
+    (exit 75); the requeued job's ``train_net.py`` sees ``SLURM_RESTART_COUNT`` and resumes.
+    """
+
+    def __call__(self, cmd: Sequence[str], log_path: str, env=None, cwd=None) -> dict:
+        return run_command(cmd, log_path, env, cwd)
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
 
 
 def _in_main_thread() -> bool:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from detlab.sweep.job import run_command, start_process, stop_process_group
+from detlab.sweep.job import RequeueableCommand, start_process, stop_process_group
 from detlab.utils.errors import UserError
 
 __all__ = [
@@ -299,7 +299,9 @@ class SlurmLauncher(Launcher):
         params = {"name": f"detlab-{name}"}
         with contextlib.suppress(Exception):  # executors without a `name` parameter
             self.executor.update_parameters(**params)
-        job = self.executor.submit(run_command, list(cmd), log_path, self.env or None, self.cwd)
+        job = self.executor.submit(
+            RequeueableCommand(), list(cmd), log_path, self.env or None, self.cwd
+        )
         return Handle(
             name=name, started=time.monotonic(), info={"job_id": str(job.job_id)}, obj=job
         )

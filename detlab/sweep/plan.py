@@ -202,7 +202,19 @@ def trial_action(record: dict, p: PlannedTrial, retry_failed: bool) -> tuple[str
     if status == FINISHED:
         return "skip", False
     if status == "failed":
-        return ("retry", False) if retry_failed else ("skip", False)
+        if not retry_failed:
+            return "skip", False
+        # Killed by a signal (the OOM killer, a cancelled job): continue from its checkpoint;
+        # any other failure (an error, divergence) runs again from the start.
+        if _killed(record) and _has_checkpoint(p.output_dir):
+            return "resume", True
+        return "retry", False
     if status in ("running", "interrupted") and _has_checkpoint(p.output_dir):
         return "resume", True
     return "run", False
+
+
+def _killed(record: dict) -> bool:
+    """Whether a failed trial's process was killed rather than ending with an error."""
+    rc = record.get("returncode")
+    return isinstance(rc, int) and (rc < 0 or rc in (128 + 9, 128 + 15))

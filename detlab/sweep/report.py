@@ -16,6 +16,7 @@ from typing import Any
 from detlab.sweep.spec import SweepSpec, split_metric
 from detlab.sweep.state import FINISHED, SweepState, atomic_write_text
 from detlab.sweep.trials import Trial, format_value, short_keys
+from detlab.utils.file_io import read_json_object
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -39,13 +40,7 @@ def metric_column(spec: SweepSpec, metric: str | None = None) -> str:
 
 def read_final_metrics(output_dir: str) -> dict | None:
     """``OUTPUT_DIR/final_metrics.json`` as a dict, or None if absent or unreadable."""
-    path = os.path.join(output_dir, "final_metrics.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(os.path.join(output_dir, "final_metrics.json"))
 
 
 def _metric_value(metrics: dict, task: str, key: str) -> Any:

@@ -24,6 +24,7 @@ from detlab.sweep.plan import PlannedTrial, config_args, plan_sweep, same_config
 from detlab.sweep.report import best_row, read_final_metrics, write_leaderboard
 from detlab.sweep.spec import SweepSpec
 from detlab.sweep.state import FINISHED, SweepState, sweep_lock
+from detlab.utils.cli import EXIT_PREEMPTED
 
 __all__ = ["SignalFlag", "SweepInterrupted", "SweepOutcome", "run_sweep"]
 
@@ -277,6 +278,12 @@ def _finish(
         value = block.get(key) if block else None
         shown = f"{value:.2f}" if isinstance(value, (int, float)) else "n/a"
         out(f"{name}: finished in {wall:.1f} s, {task}/{key} = {shown}")
+        return
+    if rc == EXIT_PREEMPTED:  # stopped on SIGTERM/SIGUSR1 after saving a checkpoint
+        state.update(
+            name, status="interrupted", returncode=rc, wall_time=wall, launch=dict(handle.info)
+        )
+        out(f"{name}: preempted after saving a checkpoint; the next sweep run resumes it")
         return
     if rc == 0:
         error = "exited 0 but wrote no readable final_metrics.json"

@@ -60,6 +60,7 @@ from detlab.sweep.study_trials import (
 )
 from detlab.sweep.trial_link import TrialLink
 from detlab.sweep.trials import Trial, override_tokens, trial_name
+from detlab.utils.cli import EXIT_PREEMPTED
 
 __all__ = ["Worker", "WorkerSummary", "hook_overrides", "summary_line"]
 
@@ -319,9 +320,13 @@ class Worker:
             error = f"final_metrics.json has no finite {', '.join(missing)}"
         elif rc == 0:
             error = "exited 0 but wrote no readable final_metrics.json"
-        elif rc < 0 or rc >= 128:
+        elif rc < 0 or rc >= 128 or rc == EXIT_PREEMPTED:
             sig = -rc if rc < 0 else rc - 128
-            why = f"the trial process ended by signal {sig}"
+            why = (
+                "the trial was preempted (SIGTERM/SIGUSR1) after saving a checkpoint"
+                if rc == EXIT_PREEMPTED
+                else f"the trial process ended by signal {sig}"
+            )
             if _has_checkpoint(p.output_dir) and self._hand_back(t, tid, wall, why, count=True):
                 self.summary.resumed_later.append(name)
                 self.out(f"{name}: {why}; it will resume from its checkpoint")

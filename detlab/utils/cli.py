@@ -17,28 +17,46 @@ from collections.abc import Callable, Sequence
 
 from detlab.utils.errors import UserError
 
-__all__ = ["DetlabArgumentParser", "default_argument_parser", "parse_with_overrides", "run_tool"]
+__all__ = [
+    "EXIT_PREEMPTED",
+    "EXIT_USER_ERROR",
+    "DetlabArgumentParser",
+    "default_argument_parser",
+    "parse_with_overrides",
+    "run_tool",
+]
 
 EXIT_USER_ERROR = 2
+EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: stopped on SIGTERM/SIGUSR1 after a checkpoint
 
 
 class DetlabArgumentParser(argparse.ArgumentParser):
-    """``argparse`` whose usage errors are one line (status 2), not usage plus error."""
+    """``argparse`` whose usage errors are one line (status 2), not usage plus error.
+
+    When the parser has a free ``opts`` positional (config overrides), options may come
+    before, between or after the overrides (``parse_args`` parses them intermixed).
+    """
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        if any(a.dest == "opts" and a.nargs == "*" for a in self._actions):
+            return self.parse_intermixed_args(args, namespace)
+        return super().parse_args(args, namespace)
 
 
 def default_argument_parser(
     description: str | None = None, *, config_required: bool = True
 ) -> DetlabArgumentParser:
-    """Parser with the options shared by detlab tools, ending in free ``opts`` overrides.
+    """Parser with the options shared by detlab tools and free ``opts`` overrides.
 
-    Overrides come after the options as ``KEY VALUE`` pairs or ``KEY=VALUE`` tokens.
+    Overrides are ``KEY VALUE`` pairs or ``KEY=VALUE`` tokens; options may sit anywhere
+    among them.
     """
     parser = DetlabArgumentParser(
         description=description,
-        epilog="Config overrides follow the options: SOLVER.BASE_LR 0.001 or SOLVER.BASE_LR=0.001",
+        epilog="Config overrides: SOLVER.BASE_LR 0.001 or SOLVER.BASE_LR=0.001, among the options",
     )
     parser.add_argument(
         "--config-file", metavar="FILE", required=config_required, help="path to a config YAML"
@@ -60,7 +78,7 @@ def default_argument_parser(
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     parser.add_argument(
         "opts",
-        nargs=argparse.REMAINDER,
+        nargs="*",
         default=[],
         metavar="KEY VALUE",
         help="config overrides: KEY VALUE pairs or KEY=VALUE tokens",
@@ -83,13 +101,22 @@ def parse_with_overrides(
 
 
 def run_tool(fn: Callable[[], int | None], *, debug: bool = False) -> int:
-    """Run ``fn``; a :class:`UserError` becomes one stderr line and status 2."""
+    """Run ``fn``; a :class:`UserError` — or a full disk / permission error while writing —
+    becomes one stderr line and status 2."""
+    from detlab.utils.file_io import output_write_error
+
     try:
         return int(fn() or 0)
     except UserError as err:
         if debug:
             raise
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as err:
+        friendly = output_write_error(err, err.filename or "a file")
+        if debug or friendly is None:
+            raise
+        print(f"error: {friendly}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -49,9 +49,10 @@ def all_reduce_any(flag: bool, device: torch.device | str = "cpu") -> bool:
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor over the processes of the group (``x`` itself when there is none), so
-    that every process divides a loss by the same normaliser, as with one large batch."""
-    if not _on():
+    """Mean of a tensor over the processes of the group (``x`` itself when there is none or it
+    has one process), so that every process divides a loss by the same normaliser, as with one
+    large batch."""
+    if not _on() or get_world_size() == 1:
         return x
     x = x.clone()
     dist.all_reduce(x)

@@ -34,8 +34,25 @@ def setup_logger(
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
         fname = "log.txt" if rank == 0 else f"log.txt.rank{rank}"
-        fh = logging.FileHandler(os.path.join(output_dir, fname), encoding="utf-8")
+        fh = _FileHandler(os.path.join(output_dir, fname), encoding="utf-8")
         fh.setFormatter(fmt)
         fh._detlab = True  # type: ignore[attr-defined]
         logger.addHandler(fh)
     return logger
+
+
+class _FileHandler(logging.FileHandler):
+    """``log.txt``: a write that fails (full disk) is reported once in one line, not as a
+    traceback per record; the console keeps logging."""
+
+    _failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        err = sys.exc_info()[1]
+        if not isinstance(err, OSError):
+            super().handleError(record)
+            return
+        if not self._failed:
+            self._failed = True
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            print(f"warning: {self.baseFilename} cannot be written ({reason})", file=sys.stderr)

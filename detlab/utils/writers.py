@@ -7,6 +7,7 @@ A wandb failure only warns; training goes on without it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -80,16 +81,23 @@ class JSONWriter(EventWriter):
         self._file: Any = None
 
     def write(self) -> None:
-        if self._file is None:  # opened on first write, after a resume may have trimmed it
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        for it, scalars in self._new_scalars().items():
-            record = {"iteration": it, **{k: _json_value(v) for k, v in sorted(scalars.items())}}
-            self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        from detlab.utils.file_io import output_write_error
+
+        try:
+            if self._file is None:  # opened on first write, after a resume may have trimmed it
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            for it, scalars in self._new_scalars().items():
+                items = sorted(scalars.items())
+                record = {"iteration": it, **{k: _json_value(v) for k, v in items}}
+                self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as err:  # a full disk: one sentence naming the file
+            raise (output_write_error(err, self.path) or err) from None
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # flushing onto a full disk fails again
+                self._file.close()
             self._file = None
 
 

@@ -107,3 +107,26 @@ def test_register_from_config_relative_paths(tmp_path):
 def test_unknown_dataset_name_suggests():
     with pytest.raises(UserError, match="sar_ships_synth_train"):
         DatasetCatalog.get("sar_ships_synth_trian")
+
+
+def test_nan_and_infinite_boxes_are_dropped_and_counted(tmp_path):
+    """json accepts NaN and Infinity literals; such boxes never reach the dataset."""
+    from detlab.data.datasets.coco import load_stats
+
+    images = [{"id": 1, "file_name": "a.png", "height": 50, "width": 60}]
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 5]},
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [float("nan"), 2, 10, 5]},
+        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 2, float("nan"), 5]},
+        {"id": 4, "image_id": 1, "category_id": 1, "bbox": [1, 2, float("inf"), 5]},
+    ]
+    path = _write_coco(tmp_path / "nan.json", images, anns, [{"id": 1, "name": "ship"}])
+    assert "NaN" in (tmp_path / "nan.json").read_text()
+    register_coco_instances("t_coco_nan", {}, path, str(tmp_path))
+    try:
+        (d,) = DatasetCatalog.get("t_coco_nan")
+        assert [a["bbox"] for a in d["annotations"]] == [[1.0, 2.0, 10.0, 5.0]]
+        assert load_stats(path)["dropped_boxes"] == 3
+    finally:
+        DatasetCatalog.remove("t_coco_nan")
+        MetadataCatalog.remove("t_coco_nan")

@@ -58,7 +58,9 @@ class _DiesInWorkers:
 
 
 def test_worker_death_falls_back_in_process_at_same_position(tiny_sar, small_cfg):
+    """Workers that die every time: fresh pools MAX_WORKER_RESTARTS times, then in-process."""
     from detlab.data import build_mapper
+    from detlab.data.build import MAX_WORKER_RESTARTS
 
     small_cfg.DATASETS.TRAIN = (tiny_sar(num_images=8),)
     reference = _take(build_detection_train_loader(small_cfg), 4)
@@ -68,65 +70,33 @@ def test_worker_death_falls_back_in_process_at_same_position(tiny_sar, small_cfg
     got = _take(loader, 3)
     for a, b in zip(reference[1:], got, strict=True):
         _same(a, b)
-    assert loader.stats()["worker_failures"] == 1
+    assert loader.stats()["worker_failures"] == MAX_WORKER_RESTARTS + 1
 
 
-def test_corrupt_image_is_skipped_counted_and_replaced(tiny_sar, small_cfg, caplog):
-    from detlab.data import DatasetCatalog
+def test_worker_killed_between_fetches_is_replaced_without_error_elsewhere(
+    tiny_sar, small_cfg, caplog
+):
+    """SIGKILL to a worker while the main process is busy elsewhere (not inside the loader):
+    nothing is raised there, and the next fetch starts fresh workers at the same batch."""
+    import multiprocessing
+    import os
+    import signal
+    import time
 
-    name = tiny_sar(num_images=6)
-    dicts = DatasetCatalog.get(name)
-    dicts = [d for d in dicts if d["annotations"]]
-    with open(dicts[0]["file_name"], "r+b") as f:  # truncate the PNG
-        f.truncate(100)
-    from detlab.data import counters
-
-    before = counters.totals().get("skipped_images", 0)
-    loader = build_detection_train_loader(small_cfg, dataset=dicts)
-    batches = _take(loader, 3 * len(dicts))
-    assert all(len(b) == 2 for b in batches)
-    assert dicts[0]["image_id"] not in {x["image_id"] for b in batches for x in b}
-    assert loader.stats()["skipped_images"] >= 3
-    assert counters.totals()["skipped_images"] - before == loader.stats()["skipped_images"]
-    assert sum(dicts[0]["file_name"] in r.getMessage() for r in caplog.records) == 1
-
-
-def test_repeat_factor_loader_resumes_exactly(tiny_sar, small_cfg):
-    classes = {"common": (0.8, ("cargo",)), "rare": (0.2, ("fishing",))}
-    small_cfg.DATASETS.TRAIN = (tiny_sar(num_images=12, classes=classes),)
-    small_cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
-    small_cfg.DATALOADER.REPEAT_THRESHOLD = 0.9
-    full = _take(build_detection_train_loader(small_cfg), 10)
-    resumed = _take(build_detection_train_loader(small_cfg, start_iter=8), 2)
-    for a, b in zip(full[8:], resumed, strict=True):
-        _same(a, b)
-
-
-def test_unknown_sampler_is_a_user_error(tiny_sar, small_cfg):
-    import pytest
-
-    from detlab.utils.errors import UserError
-
-    small_cfg.DATASETS.TRAIN = (tiny_sar(num_images=3),)
-    small_cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorSampler"
-    with pytest.raises(UserError, match="SAMPLER_TRAIN"):
-        build_detection_train_loader(small_cfg)
-
-
-def test_workers_start_after_multithreaded_opencv_in_parent(tiny_sar, small_cfg, monkeypatch):
-    """Workers forked after OpenCV ran multi-threaded in the parent must not hang."""
-    import cv2
-    import numpy as np
-
-    import detlab.data.build as build
-
-    monkeypatch.setattr(build, "WORKER_TIMEOUT", 30.0)  # a hang fails fast instead of in 600 s
-    cv2.setNumThreads(2)
-    big = np.random.default_rng(0).random((1500, 1500), dtype=np.float32)
-    for _ in range(3):
-        cv2.GaussianBlur(cv2.resize(big, (1200, 1200)), (5, 5), 1.0)
-    small_cfg.DATASETS.TRAIN = (tiny_sar(num_images=6),)
+    small_cfg.DATASETS.TRAIN = (tiny_sar(num_images=8),)
+    reference = _take(build_detection_train_loader(small_cfg), 6)
     small_cfg.DATALOADER.NUM_WORKERS = 2
     loader = build_detection_train_loader(small_cfg)
-    assert len(_take(loader, 2)) == 2
-    assert loader.stats().get("worker_failures", 0) == 0
+    it = iter(loader)
+    got = [next(it), next(it)]
+    workers = multiprocessing.active_children()
+    assert workers, "the loader started no worker processes"
+    os.kill(workers[0].pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.0:  # "the model's forward": SIGCHLD arrives here
+        sum(range(10_000))
+    got += [next(it) for _ in range(4)]
+    for a, b in zip(reference, got, strict=True):
+        _same(a, b)
+    assert loader.stats()["worker_failures"] == 1
+    assert any("fresh workers at batch 2" in r.getMessage() for r in caplog.records)

@@ -149,6 +149,19 @@ def test_color_input_to_one_or_three_channels(tmp_path):
     assert out["image"][:, 3, 3].tolist() == [30.0, 30.0, 30.0]
 
 
+def test_mapper_drops_non_finite_boxes_from_any_reader(tmp_path):
+    from detlab.data import counters
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 50), np.uint8))
+    nan, inf = float("nan"), float("inf")
+    boxes = ((10, 12, 20, 8), (nan, 1, 5, 5), (1, 1, inf, 5), (1, inf, 5, 5))
+    d = _dict(tmp_path / "a.png", 40, 50, boxes=boxes, cats=(0, 0, 0, 0))
+    with counters.collect() as c:
+        out = DatasetMapper(True, min_size=0, out_channels=1)(d, np.random.default_rng(0))
+    assert torch.isfinite(out["instances"].boxes).all()
+    assert len(out["instances"]) == 1 and c["dropped_boxes"] == 3
+
+
 def test_mapper_contract_is_checked_when_the_loader_is_built(small_cfg):
     """A mapper that takes only the dataset dict is refused in one sentence, before any image
     is mapped (not adapted per call, not seeded through the global generators)."""

@@ -112,3 +112,27 @@ def test_divergence_stops_train_net_with_one_line(toy, tmp_path):
     assert res.returncode == 1
     assert res.stderr.count("\n") == 1 and "Training diverged" in res.stderr
     assert "model_init.pth" in res.stderr
+
+
+def test_watch_tells_running_died_stopped_and_finished(tmp_path):
+    from detlab.monitor.status import format_status, summarize_run
+    from detlab.utils.run_lock import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"iteration": 4, "total_loss": 1.0}) + "\n")
+    (run / "last_checkpoint").write_text("model_0000004.pth\n")
+    assert summarize_run(str(run))["state"] == "stopped"
+    lock = RunLock(str(run))
+    lock.acquire()
+    s = summarize_run(str(run))
+    assert s["state"] == "running" and f"pid {os.getpid()}" in format_status(s)
+    lock.release()
+    owner = {"host": "node7", "pid": 12345, "started": "2026-01-01 00:00:00"}
+    (run / "run.lock").write_text(json.dumps(owner))  # left behind by a killed run
+    text = format_status(summarize_run(str(run)))
+    assert "status: DIED" in text and "pid 12345 on host node7" in text
+    assert "last checkpoint model_0000004.pth; continue with --resume" in text
+    (run / "run.lock").unlink()
+    (run / "final_metrics.json").write_text("{}")
+    assert summarize_run(str(run))["state"] == "finished"

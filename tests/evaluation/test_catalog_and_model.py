@@ -169,7 +169,7 @@ def test_bad_weights_files_are_one_sentence(tmp_path):
     expected = {
         "shape.pth": "size mismatch",
         "missing.pth": r"missing \(e.g. bias\)",
-        "garbage.pth": "not a readable checkpoint",
+        "garbage.pth": "cannot be read \\(UnpicklingError\\)",
         "none.pth": "does not exist",
     }
     for name, text in expected.items():

@@ -201,3 +201,21 @@ def test_parallel_workers_give_identical_outputs(files, tmp_path, capsys):
         }
     assert outs["1"] == outs["3"]
     assert "at least 1" in _err(capsys, ["--gt", gt_path, "--pred", pred_path, "--workers", "0"])
+
+
+def test_compare_ranks_an_unfinished_run_by_its_last_evaluation(tmp_path, capsys):
+    done = _run_dir(tmp_path, "done", 30.0, 10.0)
+    running = tmp_path / "running"
+    running.mkdir()
+    rows = [
+        {"iteration": 9, "total_loss": 1.0, "bbox/AP": 20.0, "bbox/APs": 5.0},
+        {"iteration": 19, "total_loss": 0.8, "bbox/AP": 35.0, "bbox/APs": 12.0, "bbox/AP-a/b": 1},
+        {"iteration": 21, "total_loss": 0.7},
+    ]
+    lines = [json.dumps(r) for r in rows] + ['{"iteration": 22, "tot']  # cut by a kill
+    (running / "metrics.jsonl").write_text("\n".join(lines))
+    assert main(["--compare", done, str(running)]) == 0
+    table = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ")]
+    names = [ln.split("|")[2].strip() for ln in table[1:]]
+    assert names == ["running", "done"]  # ranked by AP 35 > 30
+    assert "unfinished (last evaluation at iteration 19)" in table[1] and "35.00" in table[1]

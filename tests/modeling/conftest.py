@@ -23,6 +23,13 @@ def _tiny_cfg(meta: str = "FCOS", channels: int = 1, num_classes: int = 2):
     cfg.MODEL.FCOS.NUM_CLASSES = num_classes
     cfg.MODEL.RETINANET.NUM_CONVS = 1
     cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
+    if meta == "YOLO":
+        cfg.MODEL.BACKBONE.NAME = "CSPDarknet"
+        cfg.MODEL.CSP.WIDTH_MULT = 0.125
+        cfg.MODEL.NECK.NAME = "PAN"
+        cfg.MODEL.FPN.TOP_BLOCK = "none"
+        cfg.MODEL.YOLO.NUM_CLASSES = num_classes
+        cfg.MODEL.YOLO.REG_MAX = 8
     if "ROI_HEADS" in cfg.MODEL:
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
         cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64

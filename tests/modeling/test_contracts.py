@@ -1,5 +1,6 @@
-"""Registry contracts: a deliberately broken component of each family fails when it is built,
-in one sentence naming the component and the mismatch; correct ones pass unchanged."""
+"""Registry contracts: a deliberately broken component of each family (ResNet/FPN/FCOS and
+CSP/PAN/YOLO alike) fails when it is built, in one sentence naming the component and the
+mismatch; correct ones pass unchanged."""
 
 from __future__ import annotations
 
@@ -22,8 +23,11 @@ from detlab.modeling import (
     SizeWeighting,
     build_model,
 )
+from detlab.modeling.backbone.csp import CSPDarknet
 from detlab.modeling.backbone.resnet import ResNet
-from detlab.modeling.neck.fpn import FPN
+from detlab.modeling.heads import FCOSHead, YOLOHead
+from detlab.modeling.neck.fpn import FPN, PAFPN
+from detlab.modeling.neck.pan import PAN
 from detlab.structures import Instances, ShapeSpec
 from detlab.utils.errors import ContractError, UserError
 from detlab.utils.registry import Registry, instantiate
@@ -101,6 +105,21 @@ def test_backbone_whose_maps_do_not_match_its_declared_strides_fails(tiny_cfg):
     one_sentence(err, "BACKBONE '_LyingBackbone'", "'res4'", "stride=16")
 
 
+class _StageNamedCSP(CSPDarknet):
+    """Names its maps by stage index (stage k -> 'res{k}'), not by stride."""
+
+    def output_shape(self):
+        return {f"res{k}": s for k, s in enumerate(super().output_shape().values(), 1)}
+
+    def forward(self, x):
+        return dict(zip(self.output_shape(), super().forward(x).values(), strict=True))
+
+
+def test_csp_backbone_named_by_stage_index_fails_at_build(tiny_cfg):
+    err = build_error(tiny_cfg("YOLO"), BACKBONE_REGISTRY, _StageNamedCSP, "MODEL.BACKBONE.NAME")
+    one_sentence(err, "BACKBONE '_StageNamedCSP'", "stride-4 map 'res1'", "'res2'")
+
+
 def test_backbone_builder_returning_no_module_fails(tiny_cfg):
     def not_a_module(cfg):
         return {"res2": torch.zeros(1)}
@@ -133,7 +152,26 @@ def test_neck_that_drops_a_declared_level_fails(tiny_cfg):
     one_sentence(err, "NECK '_NeckMissingLevel'", "'p7'")
 
 
-def test_fpn_refuses_strides_other_than_its_stages_mean():
+class _PANOneWidth(PAN):
+    """Declares the finest level's width on every level, but its levels keep the backbone
+    stages' widths (the per-level widths are what sets PAN apart from the FPN)."""
+
+    def output_shape(self):
+        return {
+            k: ShapeSpec(self.level_channels[0], v.stride)
+            for k, v in super().output_shape().items()
+        }
+
+
+def test_pan_that_misdeclares_its_level_widths_fails(tiny_cfg):
+    err = build_error(tiny_cfg("YOLO"), NECK_REGISTRY, _PANOneWidth, "MODEL.NECK.NAME")
+    one_sentence(
+        err, "NECK '_PANOneWidth'", "'p4' of shape (1, 64, 2, 2)", "channels=32, stride=16"
+    )
+
+
+@pytest.mark.parametrize("neck", [FPN, PAFPN, PAN])
+def test_necks_refuse_strides_other_than_their_stages_mean(neck):
     shapes = {
         "res2": ShapeSpec(16, 2),  # a backbone that thinks res2 has stride 2
         "res3": ShapeSpec(32, 4),
@@ -141,20 +179,37 @@ def test_fpn_refuses_strides_other_than_its_stages_mean():
         "res5": ShapeSpec(128, 16),
     }
     with pytest.raises(UserError) as err:
-        FPN(
+        neck(
             [s.channels for s in list(shapes.values())[1:]],
             in_stages=(2, 3, 4),
             in_strides=[s.stride for s in list(shapes.values())[1:]],
         )
-    one_sentence(err, "FPN reads backbone stages (2, 3, 4)", "[8, 16, 32]", "[4, 8, 16]")
-    fpn = FPN([32, 64, 128], in_stages=(2, 3, 4), in_strides=[8, 16, 32], top_block="P6P7")
-    assert {k: v.stride for k, v in fpn.output_shape().items()} == {
+    name = neck.__name__
+    one_sentence(err, f"{name} reads backbone stages (2, 3, 4)", "[8, 16, 32]", "[4, 8, 16]")
+    ok = neck([32, 64, 128], in_stages=(2, 3, 4), in_strides=[8, 16, 32], top_block="P6P7")
+    assert {k: v.stride for k, v in ok.output_shape().items()} == {
         "p3": 8,
         "p4": 16,
         "p5": 32,
         "p6": 64,
         "p7": 128,
     }
+
+
+def test_pan_reads_exactly_the_backbone_declared_maps(tiny_cfg):
+    """The YOLO neck is given the backbone's names, channels and strides (4-scale here) and
+    builds nothing for maps it does not read."""
+    cfg = tiny_cfg("YOLO")
+    cfg.MODEL.FPN.IN_STAGES = (1, 2, 3, 4)
+    model = build_model(cfg)
+    back = model.backbone.output_shape()
+    assert model.neck.in_features == ["res2", "res3", "res4", "res5"]
+    assert {k: (v.channels, v.stride) for k, v in model.neck.output_shape().items()} == {
+        f"p{k[3:]}": (v.channels, v.stride) for k, v in back.items()
+    }
+    cfg.MODEL.FPN.IN_STAGES = (2, 3, 4)
+    neck = NECK_REGISTRY.build("PAN", cfg, back)
+    assert list(neck.output_shape()) == ["p3", "p4", "p5"]
 
 
 class _HeadReturningDictAtTest(nn.Module):
@@ -175,25 +230,54 @@ class _HeadWithoutSizes(_HeadReturningDictAtTest):
         return [self.conv(f) for f in features]
 
 
+class _YOLOHeadRawAtTest(YOLOHead):
+    """Returns the raw (class logits, box bins) at test time instead of detections."""
+
+    def forward(self, features, image_sizes, targets=None):
+        if targets is not None:
+            return super().forward(features, image_sizes, targets)
+        return self.predict(features)
+
+
 @pytest.mark.parametrize(
-    "head, expected",
+    "meta, head, expected",
     [
-        (_HeadReturningDictAtTest, "one Instances per image"),
-        (_HeadWithoutSizes, "(features, image_sizes, targets=None)"),
+        ("FCOS", _HeadReturningDictAtTest, "one Instances per image"),
+        ("FCOS", _HeadWithoutSizes, "(features, image_sizes, targets=None)"),
+        ("YOLO", _HeadWithoutSizes, "(features, image_sizes, targets=None)"),
+        ("YOLO", _YOLOHeadRawAtTest, "one Instances per image"),
     ],
 )
-def test_dense_head_with_the_wrong_call_shape_fails(tiny_cfg, head, expected):
-    err = build_error(tiny_cfg("FCOS"), DENSE_HEAD_REGISTRY, head, "MODEL.FCOS.HEAD_NAME")
+def test_dense_head_with_the_wrong_call_shape_fails(tiny_cfg, meta, head, expected):
+    key = f"MODEL.{meta}.HEAD_NAME"
+    err = build_error(tiny_cfg(meta), DENSE_HEAD_REGISTRY, head, key)
     one_sentence(err, f"DENSE_HEAD '{head.__name__}'", expected)
 
 
-def test_dense_head_registered_as_proposal_generator_fails(tiny_cfg):
-    """FCOS answers with detections, not (proposals, losses): the split registries' point."""
-    from detlab.modeling.heads import FCOSHead
+class _TwoArgumentAssigner:
+    @classmethod
+    def from_config(cls, cfg):
+        return {}
 
+    def __call__(self, scores, boxes):  # no anchors, strides or ground truth
+        raise AssertionError("never called: refused when built")
+
+
+def test_assigner_with_the_wrong_call_shape_fails(tiny_cfg):
+    from detlab.modeling.heads.assigners import ASSIGNER_REGISTRY
+
+    key = "MODEL.YOLO.ASSIGNER"
+    err = build_error(tiny_cfg("YOLO"), ASSIGNER_REGISTRY, _TwoArgumentAssigner, key)
+    one_sentence(err, "ASSIGNER '_TwoArgumentAssigner'", "assigner(scores, boxes, points")
+
+
+@pytest.mark.parametrize("head", [FCOSHead, YOLOHead])
+def test_dense_head_registered_as_proposal_generator_fails(tiny_cfg, head):
+    """Dense heads answer with detections, not (proposals, losses): the split registries'
+    point."""
     key = "MODEL.PROPOSAL_GENERATOR.NAME"
-    err = build_error(tiny_cfg("FasterRCNN"), PROPOSAL_GENERATOR_REGISTRY, FCOSHead, key)
-    one_sentence(err, "PROPOSAL_GENERATOR 'FCOSHead'", "(proposals, losses dict)")
+    err = build_error(tiny_cfg("FasterRCNN"), PROPOSAL_GENERATOR_REGISTRY, head, key)
+    one_sentence(err, f"PROPOSAL_GENERATOR '{head.__name__}'", "(proposals, losses dict)")
 
 
 def test_roi_heads_without_scores_fail(tiny_cfg):
@@ -237,29 +321,36 @@ def test_instantiate_merges_overrides_over_from_config(tiny_cfg):
     assert net.in_channels == cfg.MODEL.BACKBONE.IN_CHANNELS
 
 
-def test_building_checks_do_not_change_the_random_stream(tiny_cfg):
+@pytest.mark.parametrize(
+    "meta, parts", [("FCOS", (ResNet, FPN, FCOSHead)), ("YOLO", (CSPDarknet, PAN, YOLOHead))]
+)
+def test_building_checks_do_not_change_the_random_stream(tiny_cfg, meta, parts):
     """The build-time probes leave the global generator where model init left it, so a model
     built through the checked registries has the weights of one built without them."""
-    from detlab.modeling.heads import FCOSHead
-
-    cfg = tiny_cfg("FCOS")
+    cfg = tiny_cfg(meta)
     torch.manual_seed(0)
     model = build_model(cfg)
     after = torch.rand(3)
     torch.manual_seed(0)
-    bb = instantiate(ResNet, cfg, depth_name="tiny_resnet")
-    neck = instantiate(FPN, cfg, bb.output_shape())
-    head = instantiate(FCOSHead, cfg, neck.output_shape())
+    backbone_cls, neck_cls, head_cls = parts
+    bb = instantiate(backbone_cls, cfg)
+    neck = instantiate(neck_cls, cfg, bb.output_shape())
+    head = instantiate(head_cls, cfg, neck.output_shape())
     torch.testing.assert_close(torch.rand(3), after)
     for k, v in head.state_dict().items():
         assert torch.equal(v, model.head.state_dict()[k]), k
 
 
 @pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm is not installed")
-@pytest.mark.parametrize("stages, top", [((1, 2, 3, 4), "P6P7"), ((2, 3, 4), "P6pool")])
-def test_fcos_on_timm_backbone_levels_match_their_strides(tiny_cfg, make_batch, stages, top):
+@pytest.mark.parametrize(
+    "meta, stages, top",
+    [("FCOS", (1, 2, 3, 4), "P6P7"), ("FCOS", (2, 3, 4), "P6pool"), ("YOLO", (1, 2, 3, 4), "P6")],
+)
+def test_one_stage_on_timm_backbone_levels_match_their_strides(
+    tiny_cfg, make_batch, meta, stages, top
+):
     torch.manual_seed(0)
-    cfg = tiny_cfg("FCOS", channels=1)
+    cfg = tiny_cfg(meta, channels=1)
     cfg.MODEL.BACKBONE.NAME = "timm"
     cfg.MODEL.TIMM.MODEL_NAME = "resnet10t"
     cfg.MODEL.FPN.IN_STAGES = stages
@@ -279,7 +370,7 @@ def test_fcos_on_timm_backbone_levels_match_their_strides(tiny_cfg, make_batch, 
     declared = {**back, **model.neck.output_shape()}
     assert set(model.neck.output_shape()) == {f"p{s + 1}" for s in stages} | (
         {"p6", "p7"} if top == "P6P7" else {"p6"}
-    )
+    )  # P6 from PAN's top block too: a YOLO on a timm backbone reads its strides
     for name, spec in declared.items():
         k = int(name.lstrip("resp"))
         assert spec.stride == 2**k, name

@@ -8,7 +8,7 @@ import torch
 from detlab.modeling import META_ARCH_REGISTRY, build_model
 from detlab.structures import Instances
 
-DETECTORS = ["FCOS", "FasterRCNN", "RetinaNet"]
+DETECTORS = ["FCOS", "FasterRCNN", "RetinaNet", "YOLO"]
 
 
 def test_every_registered_detector_is_tested():
@@ -60,12 +60,16 @@ def test_every_trainable_parameter_gets_gradient(tiny_cfg, make_batch, meta):
     for name, p in model.named_parameters():
         if p.requires_grad:
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
-            # A level's regression scale only moves when that level has positives.
-            if ".scales." not in name:
+            # A level's regression scale (FCOS) or box branch (YOLO: task-aligned positives
+            # sit on the level whose initial boxes fit best) only moves when that level has
+            # positives.
+            if ".scales." not in name and ".box_branch." not in name:
                 assert p.grad.abs().sum() > 0, name
         else:
             assert p.grad is None, name
     assert any(not p.requires_grad for p in model.parameters())
+    box = [p.grad.abs().sum() for n, p in model.named_parameters() if ".box_branch." in n]
+    assert not box or max(box) > 0
 
 
 @pytest.mark.parametrize("meta", DETECTORS)
@@ -75,6 +79,7 @@ def test_inference_boxes_in_original_coordinates(tiny_cfg, make_batch, channels,
     cfg = tiny_cfg(meta, channels=channels)
     cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.0
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.YOLO.SCORE_THRESH_TEST = 0.0
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
     cfg.TEST.DETECTIONS_PER_IMAGE = 7
     model = build_model(cfg).eval()
@@ -115,6 +120,7 @@ def test_channels_last_gives_the_same_losses_and_detections(tiny_cfg, make_batch
         cfg = tiny_cfg(meta)
         cfg.MODEL.CHANNELS_LAST = flag
         cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.0
+        cfg.MODEL.YOLO.SCORE_THRESH_TEST = 0.0
         cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
         model = build_model(cfg).eval()
         with torch.no_grad():

@@ -60,10 +60,13 @@ MODEL:
   DEVICE: cpu
   PIXEL_MEAN: [128.0]
   PIXEL_STD: [64.0]
-  BACKBONE: {{NAME: tiny_resnet, IN_CHANNELS: 1, NORM: BN, FREEZE_AT: 0}}
+  BACKBONE: {{NAME: {backbone}, IN_CHANNELS: 1, NORM: BN, FREEZE_AT: 0}}
   RESNETS: {{WIDTH_MULT: 0.25, BLOCKS_PER_STAGE: [1, 1, 1, 1]}}
+  CSP: {{WIDTH_MULT: 0.125}}
+  NECK: {{NAME: {neck}}}
   FPN: {{IN_STAGES: [2, 3, 4], OUT_CHANNELS: 16, TOP_BLOCK: none}}
   FCOS: {{NUM_CLASSES: 2, NUM_CONVS: 1}}
+  YOLO: {{NUM_CLASSES: 2, REG_MAX: 4, SCORE_THRESH_TEST: 0.001}}
   RETINANET: {{NUM_CLASSES: 2, NUM_CONVS: 1, PRIOR_PROB: 0.2}}
   ROI_HEADS: {{NUM_CLASSES: 2, BATCH_SIZE_PER_IMAGE: 32}}
   ROI_BOX_HEAD: {{FC_DIM: 32, CONV_DIM: 16}}
@@ -108,6 +111,8 @@ def tiny_config(tmp_path, tiny_coco):
         json_file = json_file or tiny_coco
         text = TINY_MODEL_YAML.format(
             arch=arch,
+            backbone="CSPDarknet" if arch == "YOLO" else "tiny_resnet",
+            neck="PAN" if arch == "YOLO" else "FPN",
             name=name or f"ops_tiny_{uuid.uuid4().hex[:10]}",
             json=json_file,
             root=os.path.dirname(json_file),

@@ -37,7 +37,7 @@ def _trained_like_weights(cfg_path: str, path: str) -> None:
     torch.save({"model": model.state_dict(), "iteration": 0}, path)
 
 
-@pytest.mark.parametrize("arch", ["FCOS", "FasterRCNN", "RetinaNet"])
+@pytest.mark.parametrize("arch", ["FCOS", "FasterRCNN", "RetinaNet", "YOLO"])
 def test_export_matches_eager_on_images_of_several_sizes(tmp_path, tiny_config, arch, capsys):
     cfg_path = tiny_config(arch)
     weights = str(tmp_path / "w.pth")
@@ -104,6 +104,24 @@ def test_compare_detections_flags_shifted_boxes_and_forgives_cutoff_scores():
         max_detections=100,
     )
     assert extra["unmatched"] == 0 and extra["unmatched_borderline"] == 1
+
+
+def test_compare_detections_forgives_only_equal_score_nms_swaps():
+    # eager kept box A, ONNX kept the overlapping box B of equal (saturated) score
+    a, b = [0.0, 0.0, 20.0, 4.0], [0.0, 0.0, 28.0, 4.0]  # IoU 80/112 = 0.71
+    keep = [40.0, 40.0, 50.0, 50.0]
+    eager = (np.array([keep, a], np.float32), np.array([1.0, 1.0], np.float32), np.array([0, 0]))
+    onnx = (np.array([keep, b], np.float32), np.array([1.0, 1.0], np.float32), np.array([0, 0]))
+    kw = {"score_thresh": 0.001, "max_detections": 100}
+    swap = compare_detections(eager, onnx, nms_thresh=0.7, **kw)
+    assert swap["matched"] == 1 and swap["unmatched"] == 0 and swap["unmatched_borderline"] == 2
+    # without the NMS threshold, at a stricter one, with unequal scores or another class: errors
+    assert compare_detections(eager, onnx, **kw)["unmatched"] == 2
+    assert compare_detections(eager, onnx, nms_thresh=0.75, **kw)["unmatched"] == 2
+    lower = (onnx[0], np.array([1.0, 0.9], np.float32), onnx[2])
+    assert compare_detections(eager, lower, nms_thresh=0.7, **kw)["unmatched"] == 2
+    other = (onnx[0], onnx[1], np.array([0, 1]))
+    assert compare_detections(eager, other, nms_thresh=0.7, **kw)["unmatched"] == 2
 
 
 def test_export_without_weights_or_with_a_bad_key_is_one_line(tmp_path, tiny_config, capsys):

@@ -16,14 +16,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["FCOS", "FasterRCNN"])
+@pytest.mark.parametrize("arch", ["FCOS", "FasterRCNN", "YOLO"])
 def test_trained_checkpoint_exports_and_draws(tmp_path, tiny_config, arch, capsys):
     cfg = tiny_config(arch)
     out_dir = tmp_path / "run"
+    # YOLO trains with its mosaic pipeline, closed for the last 4 iterations
+    mosaic = ["INPUT.MOSAIC.ENABLED", "True", "INPUT.MOSAIC.SIZE", "64",
+              "INPUT.MOSAIC.CLOSE_ITERS", "4"] if arch == "YOLO" else []  # fmt: skip
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", cfg,
          "SOLVER.MAX_ITER", "12", "SOLVER.CHECKPOINT_PERIOD", "6", "TEST.EVAL_PERIOD", "0",
-         "OUTPUT_DIR", str(out_dir)],
+         "OUTPUT_DIR", str(out_dir), *mosaic],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"},
     )  # fmt: skip

@@ -272,3 +272,35 @@ def test_nested_parameter_groups_are_flattened(tmp_path):
         "SOLVER.BASE_LR": {"loguniform": [1e-4, 1e-2]},
         "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": {"choice": [0.5, 1.0]},
     }
+
+
+def test_retry_resumes_a_killed_trial_from_its_checkpoint_and_reruns_a_failed_one(tmp_path):
+    from detlab.sweep.plan import PlannedTrial, trial_action
+    from detlab.sweep.trials import Trial
+
+    out = tmp_path / "t"
+    out.mkdir()
+    p = PlannedTrial(
+        Trial(0, "t", {"SEED": 1}),
+        str(out),
+        str(out / "run.log"),
+        ["t.py", "--config-file", "b.yaml"],
+    )
+    killed = {"status": "failed", "returncode": -9}
+    errored = {"status": "failed", "returncode": 1}
+    assert trial_action(killed, p, retry_failed=False) == ("skip", False)
+    assert trial_action(killed, p, retry_failed=True) == ("retry", False)  # no checkpoint yet
+    (out / "last_checkpoint").write_text("model_0000009.pth\n")
+    assert trial_action(killed, p, retry_failed=True) == ("resume", True)
+    assert trial_action({**killed, "returncode": 137}, p, retry_failed=True) == ("resume", True)
+    assert trial_action(errored, p, retry_failed=True) == ("retry", False)
+    assert trial_action({"status": "interrupted", "returncode": 75}, p, False) == ("resume", True)
+
+
+def test_slurm_trials_ask_submitit_to_requeue_the_same_command(tmp_path):
+    from detlab.sweep.job import RequeueableCommand
+
+    job = RequeueableCommand()
+    again = job.checkpoint(["python", "train_net.py"], str(tmp_path / "run.log"), None, None)
+    assert again.function is job
+    assert again.args == (["python", "train_net.py"], str(tmp_path / "run.log"), None, None)

@@ -216,10 +216,20 @@ def test_a_sigkilled_workers_trial_is_resumed_by_another(make_spec, monkeypatch,
 
 
 @pytest.mark.slow
-def test_a_trial_killed_by_a_signal_resumes_from_its_checkpoint(make_spec, monkeypatch, tmp_path):
-    """The OOM killer's SIGKILL on the trial (not the worker): the next attempt resumes."""
-    wrapper = tmp_path / "oom_once.py"
-    marker = tmp_path / "killed-once"
+@pytest.mark.parametrize(
+    "ending",
+    [
+        # the OOM killer's SIGKILL on the trial (not the worker)
+        "os.kill(os.getpid(), signal.SIGKILL)",
+        # train_net's preemption exit (SIGTERM/SIGUSR1 arrived, checkpoint saved)
+        "sys.exit(75)",
+    ],
+)
+def test_an_interrupted_trial_resumes_from_its_checkpoint(make_spec, tmp_path, ending):
+    """A trial that died by a signal or was preempted, leaving a checkpoint, goes back to the
+    study; the next attempt resumes from the checkpoint."""
+    wrapper = tmp_path / "interrupted_once.py"
+    marker = tmp_path / "interrupted-once"
     wrapper.write_text(
         "import os, runpy, signal, sys\n"
         f"marker = {str(marker)!r}\n"
@@ -228,17 +238,13 @@ def test_a_trial_killed_by_a_signal_resumes_from_its_checkpoint(make_spec, monke
         "    open(marker, 'w').close()\n"
         "    os.makedirs(out, exist_ok=True)\n"
         "    open(os.path.join(out, 'last_checkpoint'), 'w').write('model_0000009.pth')\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"    {ending}\n"
         f"runpy.run_path({FAKE!r}, run_name='__main__')\n"
     )
-    spec = make_spec(
-        parameters={LR: [0.01], CLIP: [0.5]},
-        train_script=str(wrapper),
-        study={},
-    )
+    spec = make_spec(parameters={LR: [0.01], CLIP: [0.5]}, train_script=str(wrapper), study={})
     assert main([str(spec)]) == 0
     calls = make_spec.read_calls()
-    assert [c["resume"] for c in calls] == [True]  # the killed attempt never reached the stand-in
+    assert [c["resume"] for c in calls] == [True]  # the interrupted attempt never reached it
     assert _csv(make_spec.root)[0]["status"] == "finished"
     states = [t.state.name for t in _study(make_spec.root).trials]
     assert states == ["FAIL", "COMPLETE"]

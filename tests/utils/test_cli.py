@@ -80,3 +80,40 @@ def test_tool_process_exit_code_and_no_traceback(tmp_path):
         base + ["--debug", "SOLVER.MAX_ITERR", "1"], capture_output=True, text=True
     )
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_options_may_follow_or_sit_between_the_overrides():
+    args = default_argument_parser().parse_args(
+        ["--config-file", "a.yaml", "SOLVER.BASE_LR", "-0.5", "--resume", "SEED=3", "--debug"]
+    )
+    assert args.resume and args.debug and args.config_file == "a.yaml"
+    assert args.opts == ["SOLVER.BASE_LR", "-0.5", "SEED=3"]
+
+
+def test_unknown_option_among_overrides_is_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        default_argument_parser().parse_args(["--config-file", "a", "SEED", "1", "--no-such"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--no-such" in err
+
+
+def test_eval_parser_takes_options_after_overrides():
+    from detlab.evaluation.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["--config-file", "c.yaml", "MODEL.WEIGHTS", "w", "--out", "d"]
+    )
+    assert args.opts == ["MODEL.WEIGHTS", "w"] and args.out == "d"
+
+
+def test_run_tool_turns_a_full_disk_into_one_line(capsys, tmp_path):
+    import errno
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.log"))
+
+    assert run_tool(full) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Could not write {tmp_path / 'x.log'}: No space left on device")
+    assert err.count("\n") == 1 and "free there" in err

@@ -47,6 +47,10 @@ def add_data_defaults(cfg: CN) -> None:
     cfg.INPUT.MAX_SIZE_TRAIN = 1333  # cap on the longest edge (0 = none)
     cfg.INPUT.MIN_SIZE_TEST = 800  # shortest edge at inference (0 = no resize)
     cfg.INPUT.MAX_SIZE_TEST = 1333  # longest edge cap at inference
+    # "shortest_edge": MIN_SIZE_*/MAX_SIZE_* as Detectron2; "letterbox": the longest edge
+    # becomes MAX_SIZE_TRAIN/MAX_SIZE_TEST, aspect kept, the model pads bottom/right (YOLO-style
+    # test-time resize).
+    cfg.INPUT.RESIZE_MODE = "shortest_edge"
     # Channel order of 3-channel output: "BGR" | "RGB" ("L" = grey, used with 1 channel).
     cfg.INPUT.FORMAT = "BGR"
     # DatasetMapper flips: "none" | "horizontal" | "vertical" | "both" (probability 0.5 each).
@@ -54,6 +58,29 @@ def add_data_defaults(cfg: CN) -> None:
     # Extra augmentations: list of {name: <albumentations transform>, ...params}, e.g.
     # [{name: GaussNoise, p: 0.3}, {name: Affine, scale: [0.9, 1.1], p: 0.5}]; boxes follow.
     cfg.INPUT.AUGMENTATIONS = []
+
+    # YOLO-style training pipeline around the DATALOADER.MAPPER (any mapper derived from
+    # DatasetMapper, so any detector): each training image is a mosaic of 4 images (with
+    # probability PROB) or one letterboxed image, on a SIZE x SIZE canvas, then a random affine
+    # (INPUT.RANDOM_AFFINE), optional mixup with a second such image, HSV jitter (INPUT.HSV;
+    # 3-channel images only), then the mapper's own augmentations (flips, SAR set, ...).
+    cfg.INPUT.MOSAIC = CN()
+    cfg.INPUT.MOSAIC.ENABLED = False
+    cfg.INPUT.MOSAIC.SIZE = 640  # side of the square training image, px
+    cfg.INPUT.MOSAIC.PROB = 1.0  # chance that an image is a mosaic of 4
+    cfg.INPUT.MOSAIC.MIXUP_PROB = 0.0  # chance of blending with a second image (Beta(32, 32))
+    # The last CLOSE_ITERS iterations train without mosaic and mixup (letterboxed single
+    # images). Decided per loader batch, so a resumed run closes at the same iteration.
+    cfg.INPUT.MOSAIC.CLOSE_ITERS = 0
+    cfg.INPUT.MOSAIC.PAD_VALUE = 114  # canvas fill on the 0..255 scale
+    cfg.INPUT.RANDOM_AFFINE = CN()  # applied by the INPUT.MOSAIC pipeline
+    cfg.INPUT.RANDOM_AFFINE.DEGREES = 0.0  # max |rotation|, degrees
+    cfg.INPUT.RANDOM_AFFINE.TRANSLATE = 0.1  # max shift, fraction of SIZE
+    cfg.INPUT.RANDOM_AFFINE.SCALE = (0.5, 1.5)  # scale range
+    cfg.INPUT.RANDOM_AFFINE.SHEAR = 0.0  # max |shear|, degrees
+    # HSV jitter gains (hue, saturation, value) of the INPUT.MOSAIC pipeline, for 3-channel
+    # images (single-channel images, e.g. SAR, are left alone); (0, 0, 0) = off.
+    cfg.INPUT.HSV = (0.0, 0.0, 0.0)
 
     # ShipSARMapper: intensity handling and the SAR augmentation set.
     cfg.INPUT.SAR = CN()

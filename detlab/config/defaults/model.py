@@ -7,8 +7,8 @@ __all__ = ["add_model_defaults"]
 
 def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL = CN()
-    # Name in META_ARCH_REGISTRY: "FCOS", "RetinaNet" (one-stage) or "FasterRCNN" (two-stage).
-    # Detectron2's "GeneralizedRCNN" is read as "FasterRCNN".
+    # Name in META_ARCH_REGISTRY: "FCOS", "RetinaNet", "YOLO" (one-stage) or "FasterRCNN"
+    # (two-stage). Detectron2's "GeneralizedRCNN" is read as "FasterRCNN".
     cfg.MODEL.META_ARCHITECTURE = "FCOS"
     # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N" or "mps"
     cfg.MODEL.DEVICE = "auto"
@@ -33,7 +33,8 @@ def add_model_defaults(cfg: CN) -> None:
     cfg.MODEL.BACKBONE.NAME = "resnet50"  # name in BACKBONE_REGISTRY
     cfg.MODEL.BACKBONE.IN_CHANNELS = 3  # 1 for single-channel SAR
     cfg.MODEL.BACKBONE.FREEZE_AT = 0  # 0 = train all; k = freeze stem + first k-1 stages
-    # "BN" | "SyncBN" (statistics over DDP GPUs) | "FrozenBN" | "GN"; use "BN" from scratch
+    # "BN" | "SyncBN" (statistics over DDP GPUs) | "FrozenBN" | "GN"; use "BN" from scratch.
+    # ResNets and timm read it; CSPDarknet always uses BN.
     cfg.MODEL.BACKBONE.NORM = "FrozenBN"
 
     # ResNet options. Names: resnet18/34/50/101/152 (torchvision constructors, weights=None)
@@ -49,12 +50,20 @@ def add_model_defaults(cfg: CN) -> None:
     # conv (torchvision's layout, False).
     cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
 
+    # MODEL.BACKBONE.NAME "CSPDarknet": the YOLOv8 backbone layout. Scales (DEPTH_MULT,
+    # WIDTH_MULT, MAX_CHANNELS): n (0.33, 0.25, 1024), s (0.33, 0.50, 1024), m (0.67, 0.75, 768).
+    cfg.MODEL.CSP = CN()
+    cfg.MODEL.CSP.DEPTH_MULT = 0.33  # multiplies the C2f block counts STAGE_DEPTHS
+    cfg.MODEL.CSP.WIDTH_MULT = 0.25  # multiplies the widths 64, 128, 256, 512, 1024
+    cfg.MODEL.CSP.MAX_CHANNELS = 1024  # cap on a base width before WIDTH_MULT
+    cfg.MODEL.CSP.STAGE_DEPTHS = (3, 6, 6, 3)  # base C2f blocks in stages 1..4
+
     # MODEL.BACKBONE.NAME "timm": any timm model with features_only (needs the timm extra).
     cfg.MODEL.TIMM = CN()
     cfg.MODEL.TIMM.MODEL_NAME = "resnet18"
 
     cfg.MODEL.NECK = CN()
-    cfg.MODEL.NECK.NAME = "FPN"  # name in NECK_REGISTRY: "FPN" | "PAFPN"
+    cfg.MODEL.NECK.NAME = "FPN"  # name in NECK_REGISTRY: "FPN" | "PAFPN" | "PAN"
     cfg.MODEL.FPN = CN()
     # Backbone stages fed to the FPN, 1..4 = strides 4/8/16/32. 3-scale: [2, 3, 4];
     # 4-scale: [1, 2, 3, 4].
@@ -65,6 +74,36 @@ def add_model_defaults(cfg: CN) -> None:
     # (stride-2 subsampling of P5, the Faster R-CNN FPN's P6).
     cfg.MODEL.FPN.TOP_BLOCK = "P6P7"
     cfg.MODEL.FPN.NORM = ""  # "" | "GN" | "BN" after each FPN conv
+
+    # MODEL.NECK.NAME "PAN" (YOLO path aggregation, concatenation + C2f blocks) reads
+    # MODEL.FPN.IN_STAGES and TOP_BLOCK and these keys.
+    cfg.MODEL.PAN = CN()
+    # 0 = each level keeps its backbone stage's width (YOLOv8); > 0 = this width everywhere.
+    cfg.MODEL.PAN.OUT_CHANNELS = 0
+    cfg.MODEL.PAN.NUM_BLOCKS = 1  # bottlenecks per fusing C2f block (n: 1, s: 1, m: 2)
+
+    # YOLO-family head (MODEL.META_ARCHITECTURE "YOLO"): anchor-free, decoupled branches.
+    cfg.MODEL.YOLO = CN()
+    cfg.MODEL.YOLO.HEAD_NAME = "YOLOHead"  # name in DENSE_HEAD_REGISTRY
+    cfg.MODEL.YOLO.NUM_CLASSES = 80
+    cfg.MODEL.YOLO.IN_FEATURES = ()  # neck levels used, e.g. ("p3", "p4", "p5"); () = all
+    # DFL bins per box side (distances up to REG_MAX-1 strides); 1 = no DFL (softplus).
+    cfg.MODEL.YOLO.REG_MAX = 16
+    # name in ASSIGNER_REGISTRY: "TAL" (task-aligned, YOLOv8) | "SimOTA" (YOLOX)
+    cfg.MODEL.YOLO.ASSIGNER = "TAL"
+    cfg.MODEL.YOLO.IOU_LOSS = "ciou"  # "ciou" | "giou" | "diou" (torchvision.ops)
+    cfg.MODEL.YOLO.LOSS_WEIGHTS = (7.5, 0.5, 1.5)  # box, classification, DFL
+    cfg.MODEL.YOLO.TAL = CN()
+    cfg.MODEL.YOLO.TAL.TOPK = 10  # positives per box (best alignment among anchors inside it)
+    cfg.MODEL.YOLO.TAL.ALPHA = 0.5  # exponent of the class score in the alignment metric
+    cfg.MODEL.YOLO.TAL.BETA = 6.0  # exponent of the IoU in the alignment metric
+    cfg.MODEL.YOLO.SIMOTA = CN()
+    cfg.MODEL.YOLO.SIMOTA.CENTER_RADIUS = 2.5  # candidate region around box centres, strides
+    cfg.MODEL.YOLO.SIMOTA.TOPK_IOU = 10  # IoUs summed for each box's dynamic positive count
+    cfg.MODEL.YOLO.SIMOTA.IOU_WEIGHT = 3.0  # weight of -log(IoU) in the matching cost
+    cfg.MODEL.YOLO.SCORE_THRESH_TEST = 0.001  # class probability threshold at inference
+    cfg.MODEL.YOLO.TOPK_CANDIDATES_TEST = 1000  # (anchor, class) pairs kept before NMS
+    cfg.MODEL.YOLO.NMS_THRESH_TEST = 0.7  # class-wise NMS IoU
 
     # FCOS head (MODEL.META_ARCHITECTURE "FCOS").
     cfg.MODEL.FCOS = CN()
@@ -177,7 +216,7 @@ def add_model_defaults(cfg: CN) -> None:
     # Size-aware weighted loss: each positive target's classification and regression terms
     # are multiplied by w(area), area in the ORIGINAL image's pixels² (boxes are rescaled
     # from the network input by (height/h_in)·(width/w_in)), the pixels COCO buckets use.
-    # Used by the FCOS and RetinaNet heads and the ROI box head, and by the RPN when
+    # Used by the FCOS, RetinaNet and YOLO heads and the ROI box head, and by the RPN when
     # MODEL.RPN.SIZE_AWARE_LOSS is true. TYPE: exponential | linear | step.
     cfg.MODEL.SIZE_AWARE_LOSS = CN()
     cfg.MODEL.SIZE_AWARE_LOSS.ENABLED = False

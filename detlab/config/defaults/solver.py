@@ -66,7 +66,7 @@ def add_solver_defaults(cfg: CN) -> None:
 
     # Non-finite losses or gradients: skip the batch (no optimizer step), count and log it.
     # After MAX_CONSECUTIVE consecutive skips, or more than MAX_SKIP_RATE of the last WINDOW
-    # iterations skipped, roll back to the newest checkpoint with finite weights and multiply
+    # iterations skipped, roll back to the newest healthy checkpoint (see HEALTHY) and multiply
     # the LR by LR_BACKOFF; after MAX_ROLLBACKS rollbacks, stop. Disabled: raise on a
     # non-finite loss (Detectron2's behaviour).
     cfg.SOLVER.NAN_GUARD = CN()
@@ -76,6 +76,16 @@ def add_solver_defaults(cfg: CN) -> None:
     cfg.SOLVER.NAN_GUARD.MAX_SKIP_RATE = 0.2
     cfg.SOLVER.NAN_GUARD.LR_BACKOFF = 0.5
     cfg.SOLVER.NAN_GUARD.MAX_ROLLBACKS = 3
+    # Switch mixed precision off after a rollback (fp16 overflow is a common cause of NaN);
+    # it stays off for the rest of the run, resumes included.
+    cfg.SOLVER.NAN_GUARD.AMP_OFF_AFTER_ROLLBACK = False
+    # A checkpoint is healthy (a rollback target, kept by rotation until a newer healthy one
+    # exists) when its weights are finite, none of the WINDOW iterations before it was
+    # skipped, and both their median loss and the last loss are at most MAX_LOSS_RATIO times
+    # the lowest such median seen so far in the run. Checkpoints record this under "health".
+    cfg.SOLVER.NAN_GUARD.HEALTHY = CN()
+    cfg.SOLVER.NAN_GUARD.HEALTHY.WINDOW = 20
+    cfg.SOLVER.NAN_GUARD.HEALTHY.MAX_LOSS_RATIO = 10.0
     # Debugging/demonstration: make iterations in ITERS non-finite on purpose. KIND: "loss"
     # (one loss term), "grad" (one parameter's gradient) or "input" (pixels of the first image);
     # VALUE: "nan" | "inf".

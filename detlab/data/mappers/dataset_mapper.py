@@ -29,6 +29,7 @@ from detlab.data.transforms import (
     build_albumentations,
     choose_short_edge,
     intensity_to_unit,
+    letterbox_resize,
     read_image,
     resize_shortest_edge,
     to_tensor,
@@ -69,6 +70,7 @@ class DatasetMapper:
         out_channels: int = 3,
         image_format: str = "BGR",
         keep_crowd: bool = False,
+        resize_mode: str = "shortest_edge",
     ) -> None:
         """
         Args:
@@ -79,6 +81,9 @@ class DatasetMapper:
             out_channels: 1 (grey) or 3 channels in the output tensor.
             image_format: channel order of 3-channel output, "BGR" or "RGB".
             keep_crowd: keep ``iscrowd=1`` boxes in training (dropped by default).
+            resize_mode: "shortest_edge" (``min_size``/``max_size`` as Detectron2) or
+                "letterbox" (longest edge = ``max_size``, aspect kept; the model pads the
+                bottom/right to its size divisibility).
         """
         if out_channels not in (1, 3):
             raise UserError(
@@ -95,6 +100,11 @@ class DatasetMapper:
         self.keep_crowd = keep_crowd
         self.aug_specs = [dict(a) for a in augmentations] if is_train else []
         self.augment = build_albumentations(self.aug_specs)
+        if resize_mode not in ("shortest_edge", "letterbox"):
+            raise UserError(
+                f"INPUT.RESIZE_MODE must be shortest_edge or letterbox, got '{resize_mode}'."
+            )
+        self.resize_mode = resize_mode
 
     @classmethod
     def from_config(cls, cfg: Any, is_train: bool = True) -> dict[str, Any]:
@@ -107,6 +117,7 @@ class DatasetMapper:
             "max_size": cfg.INPUT.MAX_SIZE_TRAIN if is_train else cfg.INPUT.MAX_SIZE_TEST,
             "out_channels": int(cfg.MODEL.BACKBONE.IN_CHANNELS),
             "image_format": cfg.INPUT.FORMAT,
+            "resize_mode": cfg.INPUT.RESIZE_MODE,
         }
 
     # -------------------------------------------------------------- overridable steps
@@ -118,17 +129,19 @@ class DatasetMapper:
         """Hook for subclasses: more augmentation after the configured ones."""
         return img, boxes, labels
 
-    # -------------------------------------------------------------- main
-    def __call__(self, dataset_dict: dict, rng: np.random.Generator) -> dict[str, Any] | None:
-        d = copy.copy(dataset_dict)
-        path = d["file_name"]
+    # -------------------------------------------------------------- stages
+    def load(self, dataset_dict: dict, rng: np.random.Generator) -> dict[str, Any] | None:
+        """Read and scale one image: ``{"image": H×W×C uint8/float32, "boxes": N×4 XYXY,
+        "labels": N, "height", "width"}`` (original size), or None when unreadable."""
+        path = dataset_dict["file_name"]
         raw = read_image(path)
         if raw is None:
             counters.warn_once(logger, path, "Skipping unreadable image %s.", path)
             counters.count("skipped_images")
             return None
         h0, w0 = raw.shape[:2]
-        height, width = int(d.get("height") or h0), int(d.get("width") or w0)
+        height = int(dataset_dict.get("height") or h0)
+        width = int(dataset_dict.get("width") or w0)
         if (height, width) != (h0, w0):
             counters.warn_once(
                 logger,
@@ -141,13 +154,18 @@ class DatasetMapper:
                 height,
             )
         img = self.to_unit(raw, rng)
-        boxes, labels = self._annotations(d, w0, h0)
+        boxes, labels = self._annotations(dataset_dict, w0, h0)
+        return {"image": img, "boxes": boxes, "labels": labels, "height": height, "width": width}
 
-        short = choose_short_edge(self.min_size, self.min_size_sampling, rng)
-        img, boxes = resize_shortest_edge(img, boxes, short, self.max_size)
+    def apply_augmentations(self, img, boxes, labels, rng: np.random.Generator):
+        """The configured augmentations, then :meth:`extra_augment` (training only)."""
         if self.is_train:
             img, boxes, labels = apply_albumentations(self.augment, img, boxes, labels, rng)
             img, boxes, labels = self.extra_augment(img, boxes, labels, rng)
+        return img, boxes, labels
+
+    def finish(self, img, boxes, labels, dataset_dict: dict, height: int, width: int) -> dict:
+        """Drop empty boxes and build the model input dict."""
         h, w = img.shape[:2]
         if len(boxes):
             boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
@@ -165,9 +183,26 @@ class DatasetMapper:
             ),
             "height": height,
             "width": width,
-            "image_id": d.get("image_id"),
-            "file_name": path,
+            "image_id": dataset_dict.get("image_id"),
+            "file_name": dataset_dict["file_name"],
         }
+
+    def resize(self, img, boxes, rng: np.random.Generator):
+        """Shortest-edge resize (``resize_mode`` "shortest_edge") or longest-edge letterbox."""
+        if self.resize_mode == "letterbox":
+            return letterbox_resize(img, boxes, self.max_size)
+        short = choose_short_edge(self.min_size, self.min_size_sampling, rng)
+        return resize_shortest_edge(img, boxes, short, self.max_size)
+
+    # -------------------------------------------------------------- main
+    def __call__(self, dataset_dict: dict, rng: np.random.Generator) -> dict[str, Any] | None:
+        d = copy.copy(dataset_dict)
+        item = self.load(d, rng)
+        if item is None:
+            return None
+        img, boxes = self.resize(item["image"], item["boxes"], rng)
+        img, boxes, labels = self.apply_augmentations(img, boxes, item["labels"], rng)
+        return self.finish(img, boxes, labels, d, item["height"], item["width"])
 
     def _annotations(self, d: dict, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
         anns = [a for a in d.get("annotations") or [] if self.keep_crowd or not a.get("iscrowd", 0)]
@@ -179,6 +214,7 @@ class DatasetMapper:
         clipped = np.clip(boxes, 0, [w, h, w, h])
         moved = np.any(np.abs(clipped - boxes) > 1e-4, axis=1)
         good = (clipped[:, 2] - clipped[:, 0] > 1e-3) & (clipped[:, 3] - clipped[:, 1] > 1e-3)
+        good &= np.isfinite(boxes).all(axis=1)  # any reader: NaN/inf boxes are dropped
         if (moved & good).any():
             counters.count("clipped_boxes", int((moved & good).sum()))
         if not good.all():

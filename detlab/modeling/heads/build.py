@@ -26,7 +26,7 @@ __all__ = [
 
 DENSE_HEAD_REGISTRY = Registry(
     "DENSE_HEAD",
-    doc="""One-stage (dense) detection heads: FCOS; RetinaNet- and YOLO-style heads fit here.
+    doc="""One-stage (dense) detection heads: ``FCOSHead``, ``YOLOHead``; RetinaNet fits here.
 
 Contract:
 

@@ -295,10 +295,8 @@ class FCOSHead(nn.Module):
             w = torch.ones_like(ctr_target)
         reg_w = w * ctr_target
         if sw is not None and sw.normalize == "weight_sum":
-            cls_norm, reg_norm = (
-                all_reduce_mean(w.sum().detach()),
-                all_reduce_mean(reg_w.sum().detach()),
-            )
+            cls_norm = all_reduce_mean(w.sum().detach())
+            reg_norm = all_reduce_mean(reg_w.sum().detach())
         else:
             cls_norm = all_reduce_mean(num_pos.to(focal.dtype))
             reg_norm = all_reduce_mean(ctr_target.sum().detach())

@@ -2,5 +2,6 @@
 
 from detlab.modeling.neck.build import NECK_REGISTRY, build_neck
 from detlab.modeling.neck.fpn import FPN, PAFPN
+from detlab.modeling.neck.pan import PAN
 
-__all__ = ["FPN", "NECK_REGISTRY", "PAFPN", "build_neck"]
+__all__ = ["FPN", "NECK_REGISTRY", "PAFPN", "PAN", "build_neck"]

@@ -86,19 +86,45 @@ class FPN(nn.Module):
         self.in_stages = tuple(stages)
         self.in_features = [f"res{s + 1}" for s in stages]
         self.out_channels = out_channels
-        self.lateral = nn.ModuleList(_conv(c, out_channels, 1, 1, norm) for c in in_channels)
-        self.output = nn.ModuleList(_conv(out_channels, out_channels, 3, 1, norm) for _ in stages)
+        widths = self.level_widths(list(in_channels), out_channels)
+        self.level_channels = widths
+        self.lateral = nn.ModuleList(
+            self.make_lateral(c, w, norm) for c, w in zip(in_channels, widths, strict=True)
+        )
+        self.output = nn.ModuleList(self.make_output(w, norm) for w in widths)
         self.num_top = TOP_BLOCKS[top_block]
         self.top_pool = top_block == "P6pool"
         self.top_from_backbone = top_block == "P6P7C5"
-        top_in = [in_channels[-1] if self.top_from_backbone else out_channels, out_channels]
+        top_in = [in_channels[-1] if self.top_from_backbone else widths[-1], widths[-1]]
         self.top = nn.ModuleList(
-            _conv(top_in[i], out_channels, 3, 2, "")
+            self.make_top(top_in[i], widths[-1])
             for i in range(0 if self.top_pool else self.num_top)
         )
         strides = list(given)
         strides += [strides[-1] * 2 ** (i + 1) for i in range(self.num_top)]
         self._strides = strides
+
+    # Steps a subclass may replace (PAN: concatenation and CSP blocks instead of sums and convs).
+    def level_widths(self, in_channels: list[int], out_channels: int) -> list[int]:
+        """Channels of each output level (``out_channels`` on every level)."""
+        return [out_channels] * len(in_channels)
+
+    def make_lateral(self, cin: int, cout: int, norm: str) -> nn.Module:
+        return _conv(cin, cout, 1, 1, norm)
+
+    def make_output(self, channels: int, norm: str) -> nn.Module:
+        return _conv(channels, channels, 3, 1, norm)
+
+    def make_top(self, cin: int, cout: int) -> nn.Module:
+        return _conv(cin, cout, 3, 2, "")
+
+    def merge(self, moving: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
+        """Combine a resampled coarser (or finer) level with this level's lateral: a sum."""
+        return lateral + moving
+
+    def fuse_top_down(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """What the merged top-down level passes on (FPN: the sum itself)."""
+        return x
 
     @classmethod
     def from_config(cls, cfg: Any, input_shape: dict[str, ShapeSpec]) -> dict[str, Any]:
@@ -121,7 +147,10 @@ class FPN(nn.Module):
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         """``{"p3": ShapeSpec(C, 8), ...}`` for every output level, finest first."""
-        return {level_name("p", s): ShapeSpec(self.out_channels, s) for s in self._strides}
+        widths = self.level_channels + [self.level_channels[-1]] * self.num_top
+        return {
+            level_name("p", s): ShapeSpec(c, s) for s, c in zip(self._strides, widths, strict=True)
+        }
 
     def _top_down(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         xs = [features[name] for name in self.in_features]
@@ -129,7 +158,8 @@ class FPN(nn.Module):
         outs = [self.output[-1](prev)]
         for i in range(len(xs) - 2, -1, -1):
             lat = self.lateral[i](xs[i])
-            prev = lat + F.interpolate(prev, size=lat.shape[-2:], mode="nearest")
+            up = F.interpolate(prev, size=lat.shape[-2:], mode="nearest")
+            prev = self.fuse_top_down(i, self.merge(up, lat))
             outs.insert(0, self.output[i](prev))
         return outs
 
@@ -167,18 +197,27 @@ class PAFPN(FPN):
         in_strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__(in_channels, in_stages, out_channels, top_block, norm, in_strides)
-        n = len(self.in_stages) - 1
-        self.down = nn.ModuleList(_conv(out_channels, out_channels, 3, 2, norm) for _ in range(n))
-        self.fuse = nn.ModuleList(_conv(out_channels, out_channels, 3, 1, norm) for _ in range(n))
+        w = self.level_channels
+        self.down = nn.ModuleList(self.make_down(w[i - 1], norm) for i in range(1, len(w)))
+        self.fuse = nn.ModuleList(self.make_fuse(w[i - 1], w[i], norm) for i in range(1, len(w)))
+
+    def make_down(self, channels: int, norm: str) -> nn.Module:
+        return _conv(channels, channels, 3, 2, norm)
+
+    def make_fuse(self, moving: int, channels: int, norm: str) -> nn.Module:
+        return _conv(channels, channels, 3, 1, norm)
+
+    def act(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ps = self._top_down(features)
         outs = [ps[0]]
         for i in range(1, len(ps)):
-            down = F.relu(self.down[i - 1](outs[-1]))
+            down = self.act(self.down[i - 1](outs[-1]))
             if down.shape[-2:] != ps[i].shape[-2:]:
                 down = F.interpolate(down, size=ps[i].shape[-2:], mode="nearest")
-            outs.append(F.relu(self.fuse[i - 1](ps[i] + down)))
+            outs.append(self.act(self.fuse[i - 1](self.merge(down, ps[i]))))
         outs = self._add_top(outs, features)
         return dict(zip(self.output_shape(), outs, strict=True))
 
