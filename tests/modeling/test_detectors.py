@@ -135,3 +135,28 @@ def test_channels_last_gives_the_same_losses_and_detections(tiny_cfg, make_batch
         torch.testing.assert_close(l0[k], l1[k], rtol=1e-4, atol=1e-4)
     n = min(len(d0), len(d1), 5)
     torch.testing.assert_close(d0.scores[:n], d1.scores[:n], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("meta", DETECTORS)
+def test_bf16_autocast_losses_are_float32_and_near_fp32(tiny_cfg, make_batch, meta):
+    """SOLVER.AMP on CPU: convolutions in bf16, every loss computed in fp32.
+
+    The second stage samples RoIs among the (precision-dependent) proposals, so its losses
+    are compared only for type and finiteness; the rest must stay near the fp32 values."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(meta)).train()
+    runs = []
+    for amp in (False, True):
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            runs.append(model(make_batch()))
+    fp32, bf16 = runs
+    assert all(v.dtype == torch.float32 for v in bf16.values())
+    compared = [k for k in fp32 if meta != "FasterRCNN" or "rpn" in k]
+    assert compared
+    for k in compared:
+        torch.testing.assert_close(bf16[k], fp32[k], rtol=0.05, atol=0.02)
+    assert all(torch.isfinite(v) for v in bf16.values())
+    sum(bf16.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)

@@ -268,7 +268,7 @@ def test_detections_of_a_detectron2_faster_rcnn_checkpoint_match_detectron2(d2_z
             "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]  # fmt: skip
     torch.manual_seed(0)
     theirs, ours = _d2_and_detlab(str(d2_zoo / "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"), opts)
-    assert ours.roi_heads.pooler.__class__.__name__ == "LevelRoIAlign"  # D2's ROIAlignV2
+    assert ours.roi_heads.pooler.aligned and ours.roi_heads.pooler.level_rule == "detectron2"
     torch.manual_seed(8)  # Detectron2's own initialisation, predictors spread out
     with torch.no_grad():  # so that scores and boxes differ and ties are rare
         theirs.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.003)

@@ -263,6 +263,7 @@ class FCOSHead(nn.Module):
         cls = torch.cat([x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, k) for x in logits], 1)
         reg = torch.cat([x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, 4) for x in deltas], 1)
         ctr = torch.cat([x.reshape(x.shape[0], -1) for x in ctrness], 1)
+        cls, reg, ctr = cls.float(), reg.float(), ctr.float()  # fp32 losses under autocast
         pos = labels < k
         num_pos = pos.sum()
 

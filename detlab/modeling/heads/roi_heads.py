@@ -77,6 +77,8 @@ class StandardROIHeads(nn.Module):
         in_strides: their strides (the pooler maps boxes to levels by size).
         pooler_type: ``"ROIAlign"`` (torchvision's MultiScaleRoIAlign) or ``"ROIAlignV2"``
             (half-pixel aligned, Detectron2's default); see :mod:`detlab.modeling.poolers`.
+        pooler_kernel: ``"auto"`` (bilinear-matrix RoIAlign on CPU, torchvision's kernel
+            elsewhere) or ``"torchvision"``; see :mod:`detlab.modeling.poolers`.
         size_weighting: optional :class:`SizeWeighting` for foreground RoIs' loss terms.
     """
 
@@ -89,6 +91,7 @@ class StandardROIHeads(nn.Module):
         pooler_resolution: int = 7,
         pooler_sampling_ratio: int = 0,
         pooler_type: str = "ROIAlign",
+        pooler_kernel: str = "auto",
         num_conv: int = 0,
         conv_dim: int = 256,
         num_fc: int = 2,
@@ -111,7 +114,12 @@ class StandardROIHeads(nn.Module):
         self.in_strides = [int(x) for x in in_strides]
         self.num_classes = num_classes
         self.pooler = build_roi_pooler(
-            pooler_type, self.in_features, self.in_strides, pooler_resolution, pooler_sampling_ratio
+            pooler_type,
+            self.in_features,
+            self.in_strides,
+            pooler_resolution,
+            pooler_sampling_ratio,
+            pooler_kernel,
         )
         self.box_head = BoxHead(
             in_channels, pooler_resolution, num_conv, conv_dim, num_fc, fc_dim, norm
@@ -146,6 +154,7 @@ class StandardROIHeads(nn.Module):
             "pooler_resolution": b.POOLER_RESOLUTION,
             "pooler_sampling_ratio": b.POOLER_SAMPLING_RATIO,
             "pooler_type": b.POOLER_TYPE,
+            "pooler_kernel": b.POOLER_KERNEL,
             "num_conv": b.NUM_CONV,
             "conv_dim": b.CONV_DIM,
             "num_fc": b.NUM_FC,
@@ -229,6 +238,7 @@ class StandardROIHeads(nn.Module):
         self, logits: torch.Tensor, deltas: torch.Tensor, rois: list[Instances]
     ) -> dict[str, torch.Tensor]:
         """``loss_cls`` (cross-entropy) and ``loss_box_reg`` (smooth L1 on foreground)."""
+        logits, deltas = logits.float(), deltas.float()  # fp32 losses under autocast
         classes = torch.cat([r.gt_classes for r in rois])
         boxes = torch.cat([r.proposal_boxes for r in rois])
         gt_boxes = torch.cat([r.gt_boxes for r in rois])

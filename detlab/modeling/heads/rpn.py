@@ -125,6 +125,7 @@ class RPN(nn.Module):
         targets: list[Instances],
     ) -> dict[str, torch.Tensor]:
         """``loss_rpn_cls`` (BCE) and ``loss_rpn_loc`` (smooth L1) over the sampled anchors."""
+        logits, deltas = logits.float(), deltas.float()  # fp32 losses under autocast
         all_anchors = torch.cat(anchors)
         cls_terms, loc_terms, norms = [], [], []
         for i, t in enumerate(targets):
