@@ -29,6 +29,7 @@ __all__ = [
     "atomic_save",
     "atomic_write_text",
     "file_mode",
+    "folder_mode",
     "format_bytes",
     "free_space",
     "output_write_error",
@@ -104,18 +105,25 @@ def output_write_error(err: BaseException, path: str) -> OutputWriteError | None
     return out
 
 
-def file_mode() -> int:
-    """The mode a new regular file gets under the current umask (0o644 for umask 022)."""
-    mask = None
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows."""
     with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as f:
         for line in f:
             if line.startswith("Umask:"):
-                mask = int(line.split()[1], 8)
-                break
-    if mask is None:  # not Linux: read the umask by setting it (restored at once)
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return 0o666 & ~mask
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # not Linux: read the umask by setting it (restored at once)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new regular file gets under the current umask (0o644 for umask 022)."""
+    return 0o666 & ~_umask()
+
+
+def folder_mode() -> int:
+    """The mode a new folder gets under the current umask (0o755 for umask 022)."""
+    return 0o777 & ~_umask()
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 
 from detlab.utils.errors import UserError
+from detlab.utils.file_io import folder_mode
 
 __all__ = ["build_folder_once", "data_root"]
 
@@ -64,6 +65,7 @@ def build_folder_once(
         fill(tmp)
         with open(os.path.join(tmp, _DONE), "w", encoding="utf-8") as f:
             f.write(fingerprint + "\n")
+        os.chmod(tmp, folder_mode())  # mkdtemp's 0700 would hide a shared cache from others
         try:
             os.rename(tmp, out_dir)
         except OSError:
