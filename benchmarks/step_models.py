@@ -69,8 +69,14 @@ def bf16_supported() -> bool:
 
 
 def detectron2_version() -> str | None:
+    """Detectron2's version where the parts used here import, else None.
+
+    Its model zoo imports ``pkg_resources``, which setuptools 81 and later no longer ship: an
+    installed Detectron2 without it counts as absent (its variants are skipped, not crashed).
+    """
     try:
         import detectron2
+        from detectron2 import model_zoo  # noqa: F401
     except ImportError:
         return None
     return str(detectron2.__version__)
