@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ __all__ = [
     "conv_tower",
     "get_norm",
     "group_count",
+    "init_prediction_convs",
     "prior_bias",
 ]
 
@@ -104,6 +105,15 @@ class Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
+
+
+def init_prediction_convs(convs: Sequence[nn.Conv2d], prior_prob: float) -> None:
+    """Dense-head output convs: weights N(0, 0.01²) in the given order, biases 0, and the first
+    (the classification conv) biased to ``prior_prob`` (see :func:`prior_bias`)."""
+    for conv in convs:
+        nn.init.normal_(conv.weight, std=0.01)
+        nn.init.zeros_(conv.bias)
+    nn.init.constant_(convs[0].bias, prior_bias(prior_prob))
 
 
 def prior_bias(prior_prob: float) -> float:

@@ -26,7 +26,7 @@ from detlab.modeling.heads.dense_outputs import (
     level_channels,
     select_candidates,
 )
-from detlab.modeling.layers import Scale, conv_tower, prior_bias
+from detlab.modeling.layers import Scale, conv_tower, init_prediction_convs
 from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
 from detlab.utils.comm import all_reduce_mean
@@ -104,10 +104,7 @@ class FCOSHead(nn.Module):
         self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
-        for conv in (self.cls_logits, self.bbox_pred, self.centerness):
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
-        nn.init.constant_(self.cls_logits.bias, prior_bias(prior_prob))
+        init_prediction_convs((self.cls_logits, self.bbox_pred, self.centerness), prior_prob)
         self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
         ranges = list(size_ranges) if size_ranges else default_size_ranges(self.strides)
         if len(ranges) != len(self.strides):

@@ -36,7 +36,7 @@ from detlab.modeling.heads.dense_outputs import (
     per_anchor,
     select_candidates,
 )
-from detlab.modeling.layers import conv_tower, prior_bias
+from detlab.modeling.layers import conv_tower, init_prediction_convs
 from detlab.modeling.losses.box_losses import smooth_l1
 from detlab.modeling.losses.size_weights import SizeWeighting, build_size_weighting
 from detlab.structures import Instances, ShapeSpec
@@ -115,10 +115,7 @@ class RetinaNetHead(nn.Module):
         self.bbox_subnet = conv_tower(in_channels, num_convs, norm, bias=True)
         self.cls_score = nn.Conv2d(in_channels, a * self.num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, a * 4, 3, padding=1)
-        for conv in (self.cls_score, self.bbox_pred):
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
-        nn.init.constant_(self.cls_score.bias, prior_bias(prior_prob))
+        init_prediction_convs((self.cls_score, self.bbox_pred), prior_prob)
         self.matcher = Matcher(iou_thresholds, iou_labels, allow_low_quality_matches=True)
         self.box_coder = BoxCoder(bbox_reg_weights)
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
